@@ -1,0 +1,249 @@
+"""Reverse-mode autodiff: Function (forward/backward on a context) and the graph walk.
+
+Functions work on raw arrays (numpy or cupy): ``forward(ctx, *args)`` receives the
+``.data`` of every Tensor argument (other arguments pass through unchanged) and
+returns an array or a tuple of arrays; ``backward(ctx, *grads)`` receives one
+gradient array per output and returns one gradient (or None) per forward argument.
+"""
+import contextlib
+import threading
+
+from gradflow import backend
+
+_state = threading.local()
+Tensor = None   # set by gradflow.tensor (which imports this module)
+
+
+def is_grad_enabled():
+    return getattr(_state, "enabled", True)
+
+
+def set_grad_enabled(mode):
+    _state.enabled = bool(mode)
+
+
+@contextlib.contextmanager
+def _grad_mode(mode):
+    previous = is_grad_enabled()
+    set_grad_enabled(mode)
+    try:
+        yield
+    finally:
+        set_grad_enabled(previous)
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Context manager and decorator that disables graph recording."""
+
+    def __enter__(self):
+        self._previous = is_grad_enabled()
+        set_grad_enabled(False)
+
+    def __exit__(self, *exc):
+        set_grad_enabled(self._previous)
+        return False
+
+
+class enable_grad(no_grad):
+    def __enter__(self):
+        self._previous = is_grad_enabled()
+        set_grad_enabled(True)
+
+
+class Context:
+    """What a Function's forward leaves for its backward; also the graph node."""
+
+    __slots__ = ("function", "edges", "needs_input_grad", "device", "_saved", "_freed",
+                 "_n_outputs", "_output_meta", "__dict__")
+
+    def __init__(self, function, edges, needs_input_grad):
+        self.function = function
+        # One per forward argument: None, a leaf Tensor, or (producing Context, output
+        # index, shape). Edges, not Tensors, so the graph keeps no intermediate data alive.
+        self.edges = edges
+        self.needs_input_grad = needs_input_grad
+        self._saved = ()
+        self._freed = False
+        self._n_outputs = 1
+
+    def save_for_backward(self, *arrays):
+        self._saved = arrays
+
+    @property
+    def saved_tensors(self):
+        if self._freed:
+            raise RuntimeError(
+                f"Trying to backward through the graph of {self.function.__name__} a second "
+                "time: its saved values were freed after the first backward. Pass "
+                "retain_graph=True to the first backward() if you need to call it twice.")
+        return self._saved
+
+    def free(self):
+        self._saved = ()
+        self._freed = True
+        self.__dict__.clear()
+
+
+class Function:
+    """Subclass with @staticmethod forward(ctx, *args) and backward(ctx, *grads)."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args):
+        raw = []
+        device = None
+        first_tensor = None
+        record = False
+        for arg in args:
+            if isinstance(arg, Tensor):
+                if device is None:
+                    device, first_tensor = arg.device, arg
+                elif arg.device != device:
+                    raise RuntimeError(
+                        f"{cls.__name__}: expected all tensors on the same device, but found "
+                        f"{device} (shape {first_tensor.shape}) and {arg.device} (shape {arg.shape})")
+                raw.append(arg.data)
+                record = record or arg.requires_grad
+            else:
+                raw.append(arg)
+        record = record and is_grad_enabled()
+        if record:
+            needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+            ctx = Context(cls, tuple(_edge(a) if n else None for a, n in zip(args, needs)), needs)
+        else:
+            ctx = Context(cls, (), tuple(False for _ in args))
+        ctx.device = device or "cpu"
+        out = cls.forward(ctx, *raw)   # on arrays: nothing in it can record a graph
+        if not isinstance(out, tuple):
+            return Tensor._from_op(out, ctx if record else None, 0)
+        if record:
+            ctx._n_outputs = len(out)
+            ctx._output_meta = tuple((o.shape, o.dtype) for o in out)
+        return tuple(Tensor._from_op(o, ctx if record else None, i) for i, o in enumerate(out))
+
+
+def _edge(tensor):
+    return tensor if tensor._ctx is None else (tensor._ctx, tensor._out_index, tensor.shape)
+
+
+def _is_float(dtype):
+    return dtype.kind == "f"
+
+
+def _topological_order(roots):
+    """Contexts reachable from roots, each after every context that consumes it."""
+    order, visited = [], set()
+    stack = [(ctx, False) for ctx in roots]
+    while stack:
+        ctx, expanded = stack.pop()
+        if expanded:
+            order.append(ctx)
+            continue
+        if id(ctx) in visited:
+            continue
+        visited.add(id(ctx))
+        stack.append((ctx, True))
+        for edge in ctx.edges:
+            if type(edge) is tuple and id(edge[0]) not in visited:
+                stack.append((edge[0], False))
+    order.reverse()
+    return order
+
+
+def backward(tensors, grad_tensors, retain_graph=False):
+    """Accumulate d(sum of tensors * grad_tensors)/d(leaf) into every leaf's .grad."""
+    pending = {}   # id(ctx) -> list of output grads
+    roots = []
+    for t, g in zip(tensors, grad_tensors):
+        if not t.requires_grad:
+            raise RuntimeError("element of tensors does not require grad and does not have a grad_fn")
+        if g is None:
+            if t.data.size != 1:
+                raise RuntimeError(
+                    f"grad can be implicitly created only for scalar outputs; backward() was "
+                    f"called on a tensor of shape {t.shape}: pass a gradient of that shape")
+            xp = backend.get_array_module(t.data)
+            g = xp.ones_like(t.data)
+        else:
+            g = g.data if isinstance(g, Tensor) else g
+            if tuple(g.shape) != t.shape:
+                raise RuntimeError(f"backward: gradient has shape {tuple(g.shape)} but the tensor has shape {t.shape}")
+            if backend.device_of(g) != t.device:
+                raise RuntimeError(f"backward: gradient is on {backend.device_of(g)} but the tensor is on {t.device}")
+        if t._ctx is None:
+            t._accumulate(g)
+            continue
+        _add_output_grad(pending, t._ctx, t._out_index, g)
+        roots.append(t._ctx)
+
+    with _grad_mode(False):
+        for ctx in _topological_order(roots):
+            grads = pending.pop(id(ctx), None)
+            if grads is None:
+                continue
+            if ctx._freed:
+                raise RuntimeError(
+                    f"Trying to backward through the graph of {ctx.function.__name__} a second "
+                    "time: it was freed after the first backward. Pass retain_graph=True to "
+                    "the first backward() if you need to call it twice.")
+            grads = _materialize(ctx, grads)
+            input_grads = ctx.function.backward(ctx, *grads)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            if len(input_grads) < len(ctx.edges):
+                raise RuntimeError(
+                    f"{ctx.function.__name__}.backward returned {len(input_grads)} gradients "
+                    f"for {len(ctx.edges)} forward arguments")
+            if not retain_graph:
+                ctx.free()
+            for edge, g in zip(ctx.edges, input_grads):
+                if edge is None or g is None:
+                    continue
+                if type(edge) is tuple:
+                    parent, index, shape = edge
+                    _check_grad_shape(ctx, g, shape)
+                    _add_output_grad(pending, parent, index, g)
+                else:
+                    _check_grad_shape(ctx, g, edge.shape)
+                    edge._accumulate(g)
+
+
+def _check_grad_shape(ctx, g, shape):
+    if tuple(g.shape) != shape:
+        raise RuntimeError(
+            f"{ctx.function.__name__}.backward returned a gradient of shape "
+            f"{tuple(g.shape)} for an input of shape {shape}")
+
+
+def _add_output_grad(pending, ctx, index, g):
+    slots = pending.get(id(ctx))
+    if slots is None:
+        slots = pending[id(ctx)] = [None] * getattr(ctx, "_n_outputs", 1)
+    if index >= len(slots):
+        slots.extend([None] * (index + 1 - len(slots)))
+    slots[index] = g if slots[index] is None else slots[index] + g
+
+
+def _materialize(ctx, grads):
+    meta = getattr(ctx, "_output_meta", None)
+    if meta is None:
+        return grads
+    out = []
+    for i, (shape, dtype) in enumerate(meta):
+        g = grads[i]
+        if g is None and _is_float(dtype):
+            xp = _array_module_of_ctx(ctx)
+            g = xp.zeros(shape, dtype=dtype)
+        out.append(g)
+    return out
+
+
+def _array_module_of_ctx(ctx):
+    return backend.xp_for(ctx.device)

@@ -1,0 +1,412 @@
+"""Tensor: an array (numpy on cpu, cupy on cuda) plus its place in the autograd graph."""
+import numpy as np
+
+from gradflow import autograd, backend
+
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+float16 = np.dtype("float16")
+int64 = np.dtype("int64")
+int32 = np.dtype("int32")
+uint8 = np.dtype("uint8")
+bool_ = np.dtype("bool")
+
+
+class Tensor:
+    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_out_index", "__weakref__")
+    __array_priority__ = 1000   # numpy scalars/arrays on the left defer to our operators
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not (isinstance(data, np.ndarray) or backend.is_cuda_array(data)):
+            data = np.asarray(data)
+        self.data = data
+        self.grad = None
+        self._ctx = None
+        self._out_index = 0
+        self._requires_grad = False
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def _from_op(cls, data, ctx, index):
+        t = cls.__new__(cls)
+        t.data = data
+        t.grad = None
+        t._ctx = ctx
+        t._out_index = index
+        t._requires_grad = ctx is not None
+        return t
+
+    # ---- properties -------------------------------------------------------------
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        if value and self.data.dtype.kind not in "fc":
+            raise RuntimeError(f"only floating point tensors can require gradients, got dtype {self.dtype}")
+        if not value and self._ctx is not None:
+            raise RuntimeError("you can only change requires_grad of leaf tensors; use detach()")
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, value=True):
+        self.requires_grad = value
+        return self
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        return None if self._ctx is None else self._ctx.function
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self):
+        return backend.device_of(self.data)
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    def dim(self):
+        return self.data.ndim
+
+    def numel(self):
+        return int(self.data.size)
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.ndim)))
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self):
+        body = np.array2string(backend.to_numpy(self.data), precision=4, separator=", ",
+                               prefix="tensor(", threshold=200)
+        extras = []
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self.dtype not in (float32, int64, bool_):
+            extras.append(f"dtype={self.dtype}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{self.grad_fn.__name__}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extras) + ")"
+
+    # ---- conversion ---------------------------------------------------------------
+    def numpy(self):
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()")
+        return backend.to_numpy(self.data)
+
+    def tolist(self):
+        return backend.to_numpy(self.data).tolist()
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with shape {self.shape} is ambiguous")
+        return bool(self.item())
+
+    def __index__(self):
+        if self.dtype.kind not in "iu" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be used as an index")
+        return int(self.item())
+
+    def detach(self):
+        return Tensor(self.data)
+
+    def clone(self):
+        from gradflow.ops import elementwise
+        return elementwise.Clone.apply(self)
+
+    def to(self, device=None, dtype=None):
+        """to('cuda'), to(gf.float64), to('cpu', gf.float32): differentiable moves and casts."""
+        from gradflow.ops import elementwise
+        if device is not None and not isinstance(device, str):
+            device, dtype = None, device
+        out = self
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            out = elementwise.Cast.apply(out, np.dtype(dtype))
+        if device is not None:
+            device = backend.check_device(device)
+            if device != out.device:
+                out = elementwise.ToDevice.apply(out, device)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def float(self):
+        return self.to(float32)
+
+    def double(self):
+        return self.to(float64)
+
+    def long(self):
+        return self.to(int64)
+
+    def type(self, dtype):
+        return self.to(dtype)
+
+    # ---- autograd -----------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=False):
+        autograd.backward([self], [gradient], retain_graph=retain_graph)
+
+    def _accumulate(self, g):
+        if g.dtype != self.data.dtype:
+            g = g.astype(self.data.dtype)
+        if self.grad is None:
+            # a fresh array, never an alias of an array some op still uses
+            self.grad = Tensor(g.copy())
+        else:
+            self.grad.data = self.grad.data + g
+
+    # ---- in-place (only outside the graph, as PyTorch requires for leaves) ----------
+    def _check_inplace(self, name):
+        if self._ctx is not None or (self.requires_grad and autograd.is_grad_enabled()):
+            raise RuntimeError(
+                f"{name}: a tensor that requires grad (or is part of a graph) cannot be "
+                "modified in place; wrap the update in gf.no_grad() or use detach()")
+
+    def zero_(self):
+        self._check_inplace("zero_")
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value):
+        self._check_inplace("fill_")
+        self.data[...] = value
+        return self
+
+    def copy_(self, src):
+        self._check_inplace("copy_")
+        src = src.data if isinstance(src, Tensor) else src
+        xp = backend.get_array_module(self.data)
+        self.data[...] = xp.asarray(backend.to_device(src, self.device) if hasattr(src, "shape") else src)
+        return self
+
+    def __setitem__(self, index, value):
+        self._check_inplace("__setitem__")
+        value = value.data if isinstance(value, Tensor) else value
+        if hasattr(value, "shape"):
+            value = backend.to_device(value, self.device)
+        self.data[_raw_index(index)] = value
+
+    # ---- operators ------------------------------------------------------------------
+    def __add__(self, other):
+        return _ew().add(self, other)
+
+    def __radd__(self, other):
+        return _ew().add(other, self)
+
+    def __sub__(self, other):
+        return _ew().sub(self, other)
+
+    def __rsub__(self, other):
+        return _ew().sub(other, self)
+
+    def __mul__(self, other):
+        return _ew().mul(self, other)
+
+    def __rmul__(self, other):
+        return _ew().mul(other, self)
+
+    def __truediv__(self, other):
+        return _ew().div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ew().div(other, self)
+
+    def __pow__(self, other):
+        return _ew().pow(self, other)
+
+    def __rpow__(self, other):
+        return _ew().pow(other, self)
+
+    def __matmul__(self, other):
+        return _ew().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ew().matmul(other, self)
+
+    def __neg__(self):
+        return _ew().Neg.apply(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return self.abs()
+
+    def __lt__(self, other):
+        return _ew().compare("less", self, other)
+
+    def __le__(self, other):
+        return _ew().compare("less_equal", self, other)
+
+    def __gt__(self, other):
+        return _ew().compare("greater", self, other)
+
+    def __ge__(self, other):
+        return _ew().compare("greater_equal", self, other)
+
+    def __eq__(self, other):
+        return _ew().compare("equal", self, other)
+
+    def __ne__(self, other):
+        return _ew().compare("not_equal", self, other)
+
+    __hash__ = object.__hash__
+
+    def __getitem__(self, index):
+        from gradflow.ops import shape
+        return shape.getitem(self, index)
+
+    # ---- methods ----------------------------------------------------------------------
+    def exp(self):
+        return _ew().Exp.apply(self)
+
+    def log(self):
+        return _ew().Log.apply(self)
+
+    def sqrt(self):
+        return _ew().Sqrt.apply(self)
+
+    def abs(self):
+        return _ew().Abs.apply(self)
+
+    def relu(self):
+        return _ew().Relu.apply(self)
+
+    def sigmoid(self):
+        return _ew().Sigmoid.apply(self)
+
+    def tanh(self):
+        return _ew().Tanh.apply(self)
+
+    def clamp(self, min=None, max=None):
+        return _ew().clamp(self, min, max)
+
+    clip = clamp
+
+    def pow(self, exponent):
+        return _ew().pow(self, exponent)
+
+    def matmul(self, other):
+        return _ew().matmul(self, other)
+
+    def sum(self, dim=None, keepdim=False):
+        from gradflow.ops import reduce
+        return reduce.sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        from gradflow.ops import reduce
+        return reduce.mean(self, dim, keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        from gradflow.ops import reduce
+        return reduce.max(self, dim, keepdim)
+
+    def min(self, dim=None, keepdim=False):
+        from gradflow.ops import reduce
+        return reduce.min(self, dim, keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        from gradflow.ops import reduce
+        return reduce.argmax(self, dim, keepdim)
+
+    def argmin(self, dim=None, keepdim=False):
+        from gradflow.ops import reduce
+        return reduce.argmin(self, dim, keepdim)
+
+    def softmax(self, dim):
+        from gradflow.ops import softmax
+        return softmax.softmax(self, dim)
+
+    def log_softmax(self, dim):
+        from gradflow.ops import softmax
+        return softmax.log_softmax(self, dim)
+
+    def reshape(self, *shape):
+        from gradflow.ops import shape as shape_ops
+        return shape_ops.reshape(self, *shape)
+
+    view = reshape
+
+    def view_as(self, other):
+        return self.reshape(other.shape)
+
+    def permute(self, *dims):
+        from gradflow.ops import shape as shape_ops
+        return shape_ops.permute(self, *dims)
+
+    def transpose(self, dim0, dim1):
+        from gradflow.ops import shape as shape_ops
+        return shape_ops.transpose(self, dim0, dim1)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        from gradflow.ops import shape as shape_ops
+        return shape_ops.flatten(self, start_dim, end_dim)
+
+    def squeeze(self, dim=None):
+        from gradflow.ops import shape as shape_ops
+        return shape_ops.squeeze(self, dim)
+
+    def unsqueeze(self, dim):
+        from gradflow.ops import shape as shape_ops
+        return shape_ops.unsqueeze(self, dim)
+
+    def expand(self, *shape):
+        from gradflow.ops import shape as shape_ops
+        return shape_ops.expand(self, *shape)
+
+    def contiguous(self):
+        return self
+
+
+def _ew():
+    from gradflow.ops import elementwise
+    return elementwise
+
+
+def _raw_index(index):
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index
+
+
+autograd.Tensor = Tensor
