@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+import gradflow as gf
+from gradflow.autograd import Function
+
+
+class WrongSquare(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return a * a
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * a * 2.01      # deliberately 0.5% off
+
+
+def test_catches_a_deliberately_wrong_backward():
+    x = gf.tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
+    with pytest.raises(gf.GradcheckError, match=r"input 0 .*index \(2,\).*analytic .* numeric"):
+        gf.gradcheck(WrongSquare.apply, [x])
+
+
+def test_passes_a_right_backward_and_casts_to_float64():
+    x = gf.tensor([0.5, -1.0, 2.0], requires_grad=True)       # float32 in: checked in float64
+    assert gf.gradcheck(lambda a: (a * a).exp(), [x])
+
+
+def test_checks_every_input_and_skips_constants():
+    a = gf.tensor(np.ones((2, 2)), requires_grad=True)
+    b = gf.tensor(np.ones(2))
+    assert gf.gradcheck(lambda a, b, k: a * b * k, [a, b, 3.0])
+    with pytest.raises(ValueError, match="no input requires grad"):
+        gf.gradcheck(lambda b: b * 2, [b])
