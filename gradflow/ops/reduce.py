@@ -1,4 +1,5 @@
 """Reductions: sum, mean, max, min (with dim/keepdim) and argmax/argmin."""
+import builtins
 from collections import namedtuple
 
 from gradflow import backend
@@ -17,7 +18,7 @@ def normalize_dims(dim, ndim, op):
     for d in dims:
         if not isinstance(d, int):
             raise TypeError(f"{op}: dim must be an int or a sequence of ints, got {d!r}")
-        limit = max(ndim, 1)
+        limit = builtins.max(ndim, 1)
         if not -limit <= d < limit:
             raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dimensions")
         out.append(d % limit)
