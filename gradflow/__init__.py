@@ -87,3 +87,11 @@ def softmax(x, dim):
 
 def log_softmax(x, dim):
     return x.log_softmax(dim)
+
+
+def isfinite(x):
+    return x.isfinite()
+
+
+def isnan(x):
+    return x.isnan()

@@ -359,6 +359,18 @@ class Tensor:
         from gradflow.ops import softmax
         return softmax.log_softmax(self, dim)
 
+    def isfinite(self):
+        return Tensor(backend.get_array_module(self.data).isfinite(self.data))
+
+    def isnan(self):
+        return Tensor(backend.get_array_module(self.data).isnan(self.data))
+
+    def any(self):
+        return Tensor(self.data.any())
+
+    def all(self):
+        return Tensor(self.data.all())
+
     def reshape(self, *shape):
         from gradflow.ops import shape as shape_ops
         return shape_ops.reshape(self, *shape)

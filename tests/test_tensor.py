@@ -89,3 +89,10 @@ def test_readme_one_liner():
     x = gf.randn(3, 4, requires_grad=True)
     (x * x).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), 2 * x.detach().numpy(), rtol=1e-6)
+
+
+def test_finiteness_queries():
+    x = gf.tensor([1.0, float("nan"), float("inf")])
+    np.testing.assert_array_equal(gf.isfinite(x).numpy(), [True, False, False])
+    np.testing.assert_array_equal(x.isnan().numpy(), [False, True, False])
+    assert x.isnan().any().item() and not x.isfinite().all().item()
