@@ -1,0 +1,1 @@
+"""Benchmarks of gradflow against PyTorch: `python bench/run.py --help`."""
