@@ -126,7 +126,9 @@ class Function:
         if record:
             ctx._n_outputs = len(out)
             ctx._output_meta = tuple((o.shape, o.dtype) for o in out)
-        return tuple(Tensor._from_op(o, ctx if record else None, i) for i, o in enumerate(out))
+        # integer outputs (indices) are never differentiable, so they do not require grad
+        return tuple(Tensor._from_op(o, ctx if record and _is_float(o.dtype) else None, i)
+                     for i, o in enumerate(out))
 
 
 def _edge(tensor):
