@@ -68,11 +68,22 @@ def stats(samples):
 
 def syncs(device):
     """(gradflow sync, torch sync) closing every timed sample on `device`."""
+    return gradflow_sync(device), torch_sync(device)
+
+
+def gradflow_sync(device):
+    """Wait for all GPU work (whole device: Numba launches on any stream count too)."""
     if device != "cuda":
-        return (lambda: None), (lambda: None)
-    import gradflow
+        return lambda: None
+    from gradflow import backend
+    return backend.cupy_module().cuda.runtime.deviceSynchronize
+
+
+def torch_sync(device):
+    if device != "cuda":
+        return lambda: None
     import torch
-    return gradflow.cuda.synchronize, torch.cuda.synchronize
+    return torch.cuda.synchronize
 
 
 def _calibrate(fn, sync, min_sample_s):

@@ -43,11 +43,11 @@ def main(argv=None):
     sys.path.insert(0, str(root))
     import time
 
-    import gradflow
+    from bench.harness import gradflow_sync
     from bench.workloads.fcn_net import GradflowStep
 
     step = GradflowStep(args.norm, args.batch, args.device, args.size)
-    sync = gradflow.cuda.synchronize
+    sync = gradflow_sync(args.device)
     for _ in range(args.warmup):
         step()
     sync()

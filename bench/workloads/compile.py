@@ -19,7 +19,7 @@ import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 
-from bench.harness import Case, NotLanded  # noqa: E402
+from bench.harness import Case, NotLanded, gradflow_sync, torch_sync  # noqa: E402
 from bench.probe import emit, probe_error, run_probe  # noqa: E402
 
 NORMS = ("gn", "bn")
@@ -27,12 +27,11 @@ NORMS = ("gn", "bn")
 
 def measure(framework, device, batch):
     if framework == "gradflow":
-        import gradflow
         import gradflow.nn  # noqa: F401
-        sync = gradflow.cuda.synchronize
+        sync = gradflow_sync(device)
     else:
-        import torch   # threads: OMP_NUM_THREADS, inherited from the benchmark worker
-        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        import torch  # noqa: F401  (threads: OMP_NUM_THREADS, inherited from the worker)
+        sync = torch_sync(device)
     result = {"import_s": time.perf_counter() - START, "first_s": {}, "steady_s": {}}
     from bench.workloads.fcn_net import GradflowStep, TorchStep
     for norm in NORMS:

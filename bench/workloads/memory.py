@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 
-from bench.harness import Case, NotLanded
+from bench.harness import Case, NotLanded, gradflow_sync, torch_sync
 from bench.probe import emit, probe_error, run_probe
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
@@ -72,14 +72,12 @@ def measure(framework, norm, batch, device, size=64, repeats=3):
     rss_start = _status_kb("VmRSS") * 1024 if device == "cpu" else 0
     if framework == "gradflow":
         step = GradflowStep(norm, batch, device, size)
-        import gradflow
-        sync = gradflow.cuda.synchronize
+        sync = gradflow_sync(device)
     else:
         from bench.sides import torch_setup
         torch_setup(device, int(os.environ.get("OMP_NUM_THREADS", "1")))
         step = TorchStep(norm, batch, device, size)
-        import torch
-        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        sync = torch_sync(device)
     for _ in range(2):
         step()
     sync()
@@ -92,8 +90,8 @@ def measure(framework, norm, batch, device, size=64, repeats=3):
                 step()
             peaks.append(p.peak - resident)
         elif framework == "gradflow":
-            import cupy
-            pool = cupy.get_default_memory_pool()
+            from gradflow import backend
+            pool = backend.cupy_module().get_default_memory_pool()
             pool.free_all_blocks()
             resident = pool.used_bytes()
             step()
