@@ -14,7 +14,7 @@ _streams = {}
 def stream():
     """A Numba stream for cupy's current stream, so Numba and CuPy work stays ordered."""
     if SIMULATOR:
-        return cuda.default_stream()
+        return cuda.stream()          # the simulator has no default_stream(); streams are no-ops there
     ptr = backend.current_stream_ptr()
     s = _streams.get(ptr)
     if s is None:

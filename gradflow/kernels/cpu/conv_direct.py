@@ -1,0 +1,202 @@
+"""Direct 3x3 stride-1 convolution (CPU, Numba): the hot path of FCN-style networks.
+
+On the 2-vCPU AVX-512 development machine (single thread, x (8,32,64,64) -> 32
+channels) im2col + OpenBLAS costs 2-3x PyTorch's oneDNN forward+backward; these
+kernels are near parity. What makes them fast, each point measured:
+
+* Flattened padded planes. The input is copied once into zero-padded planes of row
+  pitch `width` (the padded width), flattened to 1-D. Output pixel (y, x) then reads
+  plane[q + i * width + j] with q = y * width + x, so one loop over q covers a block of
+  whole rows with the 9 taps at fixed offsets. The 2 columns per row past the output
+  width are computed and dropped (3% extra work at width 64).
+* The loop over q is innermost and holds all 9 taps of 4 output channels: every input
+  vector load feeds 4 fused multiply-adds, and LLVM vectorises it with 512-bit FMAs.
+* The 4 channels' accumulators live in ONE scratch array at compile-time-constant
+  distances (CHUNK). LLVM has to check at run time that the stores do not overlap the
+  loaded planes; at constant distances the 4 stores form one check group, whereas 4
+  separate arrays need more checks than LLVM allows, and it then silently gives up
+  vectorising (2-7x slower).
+* Planes are read through views at literal offsets (row[q + 1], not plane[q + start + 1]):
+  Numba's negative-index wraparound would otherwise put a select on every address and
+  keep the loop scalar.
+* fastmath without nnan/ninf: FMA contraction and reassociation (which the vectorised
+  weight-gradient sums need) while NaN and inf still propagate as in PyTorch.
+
+The gradient w.r.t. the input of a stride-1 convolution is this same forward kernel run
+on the output gradient padded by (2 - padding), with the weights flipped and their two
+channel axes swapped; gradflow.kernels.cpu.conv prepares both.
+"""
+import numpy as np
+from numba import njit
+
+FASTMATH = {"contract", "reassoc", "nsz"}
+CHUNK = 1024     # accumulator length per output channel: 4 x 1024 float32 = 16 KB, stays in L1
+
+
+@njit(cache=True)
+def pad_planes(x, planes, top, left, width):
+    """planes[n, c, (y + top) * width + left + x] = x[n, c, y, x]; nothing else is written.
+
+    The caller zeroes `planes` once: the border is never written, so a reused buffer
+    stays a correctly zero-padded copy."""
+    n_images, channels, height, in_width = x.shape
+    for n in range(n_images):
+        for c in range(channels):
+            plane = planes[n, c]
+            for y in range(height):
+                row = plane[(y + top) * width + left:]
+                source = x[n, c, y]
+                for k in range(in_width):
+                    row[k] = source[k]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _taps4(plane, weight, o, c, start, width, length, acc):
+    """acc[k * CHUNK + q] += sum_ij weight[o + k, c, i, j] * plane[start + q + i * width + j], k < 4."""
+    r0 = plane[start:]
+    r1 = plane[start + width:]
+    r2 = plane[start + 2 * width:]
+    w = weight
+    a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
+    a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
+    a6, a7, a8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
+    b0, b1, b2 = w[o + 1, c, 0, 0], w[o + 1, c, 0, 1], w[o + 1, c, 0, 2]
+    b3, b4, b5 = w[o + 1, c, 1, 0], w[o + 1, c, 1, 1], w[o + 1, c, 1, 2]
+    b6, b7, b8 = w[o + 1, c, 2, 0], w[o + 1, c, 2, 1], w[o + 1, c, 2, 2]
+    c0, c1, c2 = w[o + 2, c, 0, 0], w[o + 2, c, 0, 1], w[o + 2, c, 0, 2]
+    c3, c4, c5 = w[o + 2, c, 1, 0], w[o + 2, c, 1, 1], w[o + 2, c, 1, 2]
+    c6, c7, c8 = w[o + 2, c, 2, 0], w[o + 2, c, 2, 1], w[o + 2, c, 2, 2]
+    d0, d1, d2 = w[o + 3, c, 0, 0], w[o + 3, c, 0, 1], w[o + 3, c, 0, 2]
+    d3, d4, d5 = w[o + 3, c, 1, 0], w[o + 3, c, 1, 1], w[o + 3, c, 1, 2]
+    d6, d7, d8 = w[o + 3, c, 2, 0], w[o + 3, c, 2, 1], w[o + 3, c, 2, 2]
+    for q in range(length):
+        x0, x1, x2 = r0[q], r0[q + 1], r0[q + 2]
+        x3, x4, x5 = r1[q], r1[q + 1], r1[q + 2]
+        x6, x7, x8 = r2[q], r2[q + 1], r2[q + 2]
+        acc[q] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3 + a4 * x4 + a5 * x5 + a6 * x6 + a7 * x7 + a8 * x8
+        acc[q + CHUNK] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + b4 * x4 + b5 * x5 + b6 * x6 + b7 * x7 + b8 * x8
+        acc[q + 2 * CHUNK] += (c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3 + c4 * x4 + c5 * x5
+                               + c6 * x6 + c7 * x7 + c8 * x8)
+        acc[q + 3 * CHUNK] += (d0 * x0 + d1 * x1 + d2 * x2 + d3 * x3 + d4 * x4 + d5 * x5
+                               + d6 * x6 + d7 * x7 + d8 * x8)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _taps1(plane, weight, o, c, start, width, length, acc):
+    """acc[q] += sum_ij weight[o, c, i, j] * plane[start + q + i * width + j] (the channels left over)."""
+    r0 = plane[start:]
+    r1 = plane[start + width:]
+    r2 = plane[start + 2 * width:]
+    w = weight
+    a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
+    a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
+    a6, a7, a8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
+    for q in range(length):
+        acc[q] += (a0 * r0[q] + a1 * r0[q + 1] + a2 * r0[q + 2] + a3 * r1[q] + a4 * r1[q + 1]
+                   + a5 * r1[q + 2] + a6 * r2[q] + a7 * r2[q + 1] + a8 * r2[q + 2])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def conv3x3(planes, weight, bias, groups, width, out):
+    """out[n, o, y, x] = bias[o] + sum_{c in o's group, i, j} weight[o, c, i, j] * plane_c[(y + i) * width + x + j].
+
+    planes (N, C, L): zero-padded input planes of row pitch `width` <= CHUNK, L >= (OH + 2) * width + 2;
+    weight (O, C / groups, 3, 3); out (N, O, OH, OW) with OW = width - 2."""
+    n_images, out_channels, out_h, out_w = out.shape
+    in_per_group = weight.shape[1]
+    out_per_group = out_channels // groups
+    rows_per_chunk = CHUNK // width
+    acc = np.empty(4 * CHUNK, dtype=planes.dtype)
+    for n in range(n_images):
+        for y0 in range(0, out_h, rows_per_chunk):       # a few rows: their planes stay in L2 for all channels
+            rows = min(rows_per_chunk, out_h - y0)
+            length = rows * width
+            start = y0 * width
+            for g in range(groups):
+                group_end = (g + 1) * out_per_group
+                for o in range(g * out_per_group, group_end, 4):
+                    count = min(4, group_end - o)
+                    for k in range(count):
+                        acc[k * CHUNK:k * CHUNK + length] = bias[o + k]
+                    for c in range(in_per_group):
+                        plane = planes[n, g * in_per_group + c]
+                        if count == 4:
+                            _taps4(plane, weight, o, c, start, width, length, acc)
+                        else:
+                            for k in range(count):
+                                _taps1(plane, weight, o + k, c, start, width, length, acc[k * CHUNK:])
+                    for k in range(count):
+                        for r in range(rows):
+                            begin = k * CHUNK + r * width
+                            out[n, o + k, y0 + r, :] = acc[begin:begin + out_w]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _weight_taps2(ga, gb, plane, width, length, grad_weight, o, c):
+    """grad_weight[o(+1), c, i, j] += sum_q g{a,b}[q] * plane[q + i * width + j]."""
+    r0 = plane
+    r1 = plane[width:]
+    r2 = plane[2 * width:]
+    zero = plane.dtype.type(0)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = zero
+    for q in range(length):
+        u = ga[q]
+        v = gb[q]
+        x0, x1, x2 = r0[q], r0[q + 1], r0[q + 2]
+        x3, x4, x5 = r1[q], r1[q + 1], r1[q + 2]
+        x6, x7, x8 = r2[q], r2[q + 1], r2[q + 2]
+        a0 += u * x0; a1 += u * x1; a2 += u * x2; a3 += u * x3; a4 += u * x4      # noqa: E702
+        a5 += u * x5; a6 += u * x6; a7 += u * x7; a8 += u * x8                    # noqa: E702
+        b0 += v * x0; b1 += v * x1; b2 += v * x2; b3 += v * x3; b4 += v * x4      # noqa: E702
+        b5 += v * x5; b6 += v * x6; b7 += v * x7; b8 += v * x8                    # noqa: E702
+    gw = grad_weight
+    gw[o, c, 0, 0] += a0; gw[o, c, 0, 1] += a1; gw[o, c, 0, 2] += a2              # noqa: E702
+    gw[o, c, 1, 0] += a3; gw[o, c, 1, 1] += a4; gw[o, c, 1, 2] += a5              # noqa: E702
+    gw[o, c, 2, 0] += a6; gw[o, c, 2, 1] += a7; gw[o, c, 2, 2] += a8              # noqa: E702
+    gw[o + 1, c, 0, 0] += b0; gw[o + 1, c, 0, 1] += b1; gw[o + 1, c, 0, 2] += b2  # noqa: E702
+    gw[o + 1, c, 1, 0] += b3; gw[o + 1, c, 1, 1] += b4; gw[o + 1, c, 1, 2] += b5  # noqa: E702
+    gw[o + 1, c, 2, 0] += b6; gw[o + 1, c, 2, 1] += b7; gw[o + 1, c, 2, 2] += b8  # noqa: E702
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _weight_taps1(ga, plane, width, length, grad_weight, o, c):
+    r0 = plane
+    r1 = plane[width:]
+    r2 = plane[2 * width:]
+    zero = plane.dtype.type(0)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
+    for q in range(length):
+        u = ga[q]
+        a0 += u * r0[q]; a1 += u * r0[q + 1]; a2 += u * r0[q + 2]                 # noqa: E702
+        a3 += u * r1[q]; a4 += u * r1[q + 1]; a5 += u * r1[q + 2]                 # noqa: E702
+        a6 += u * r2[q]; a7 += u * r2[q + 1]; a8 += u * r2[q + 2]                 # noqa: E702
+    gw = grad_weight
+    gw[o, c, 0, 0] += a0; gw[o, c, 0, 1] += a1; gw[o, c, 0, 2] += a2              # noqa: E702
+    gw[o, c, 1, 0] += a3; gw[o, c, 1, 1] += a4; gw[o, c, 1, 2] += a5              # noqa: E702
+    gw[o, c, 2, 0] += a6; gw[o, c, 2, 1] += a7; gw[o, c, 2, 2] += a8              # noqa: E702
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def conv3x3_weight_grad(planes, grads, offset, groups, width, out_h, grad_weight):
+    """grad_weight[o, c, i, j] = sum_n sum_q grads[n, o, offset + q] * planes[n, c', q + i * width + j],
+    q < out_h * width, c' the input channel c of o's group.
+
+    grads holds the output gradient with row pitch `width` and zeros in the columns past
+    the output width (so the flattened sum skips them); planes as for conv3x3."""
+    out_channels, in_per_group = grad_weight.shape[0], grad_weight.shape[1]
+    out_per_group = out_channels // groups
+    length = out_h * width
+    grad_weight[:] = 0
+    for n in range(planes.shape[0]):          # image outermost: its planes and gradients stay in L2
+        for g in range(groups):
+            group_end = (g + 1) * out_per_group
+            for o in range(g * out_per_group, group_end, 2):
+                ga = grads[n, o, offset:]
+                if o + 1 < group_end:
+                    gb = grads[n, o + 1, offset:]
+                    for c in range(in_per_group):
+                        _weight_taps2(ga, gb, planes[n, g * in_per_group + c], width, length, grad_weight, o, c)
+                else:
+                    for c in range(in_per_group):
+                        _weight_taps1(ga, planes[n, g * in_per_group + c], width, length, grad_weight, o, c)
