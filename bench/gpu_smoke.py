@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Environment report and Numba-CUDA smoke test, the first stages of bench/gpu_check.sh.
+
+    python bench/gpu_smoke.py env     # versions, GPU, gradflow's view of CUDA
+    python bench/gpu_smoke.py numba   # a Numba kernel on a CuPy array on CuPy's stream,
+                                      # every gradflow.kernels.cuda module imports, one op
+                                      # on both devices
+
+Without a GPU, `numba` runs under Numba's CUDA simulator (set NUMBA_ENABLE_CUDASIM=1
+before starting Python) on NumPy arrays: that checks this script, not the GPU.
+Exit status 1 when a check fails.
+"""
+import importlib
+import importlib.metadata
+import os
+import pkgutil
+import platform
+import sys
+import traceback
+from pathlib import Path
+
+from numba import cuda   # module level: the simulator swaps `cuda` in a kernel's globals
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _version(*dists):
+    for dist in dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return "not installed"
+
+
+def env():
+    print(f"python {platform.python_version()} at {sys.executable}; platform {platform.platform()}")
+    for label, dists in (("numpy", ["numpy"]), ("numba", ["numba"]), ("numba-cuda", ["numba-cuda"]),
+                         ("cupy", ["cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy"]),
+                         ("torch", ["torch"]), ("pytest", ["pytest"]), ("hypothesis", ["hypothesis"])):
+        print(f"{label:11s} {_version(*dists)}")
+    import gradflow
+    print(f"gradflow from {Path(gradflow.__file__).parent}")
+    print(f"gradflow.cuda.is_available() = {gradflow.cuda.is_available()}; "
+          f"why_unavailable() = {gradflow.cuda.why_unavailable()}")
+    try:
+        import cupy
+        rt = cupy.cuda.runtime
+        props = rt.getDeviceProperties(0)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        print(f"cupy: CUDA runtime {rt.runtimeGetVersion()}, driver {rt.driverGetVersion()}, "
+              f"{rt.getDeviceCount()} device(s); device 0: {name}, "
+              f"{props['totalGlobalMem'] / 2**30:.1f} GiB, compute capability {props['major']}.{props['minor']}, "
+              f"{props['multiProcessorCount']} SMs")
+    except Exception as exc:
+        print(f"cupy: {type(exc).__name__}: {exc}")
+    try:
+        import torch
+        print(f"torch {torch.__version__}: CUDA {torch.version.cuda}, available {torch.cuda.is_available()}"
+              + (f", {torch.cuda.get_device_name(0)}, cuDNN {torch.backends.cudnn.version()}"
+                 if torch.cuda.is_available() else ""))
+    except Exception as exc:
+        print(f"torch: {type(exc).__name__}: {exc}")
+    keys = ("NUMBA_CACHE_DIR", "CUPY_CACHE_DIR", "PYTHONPATH", "NUMBA_ENABLE_CUDASIM", "CUDA_VISIBLE_DEVICES",
+            "NUMBA_CUDA_USE_NVIDIA_BINDING", "HYPOTHESIS_PROFILE")
+    print("env: " + ", ".join(f"{k}={os.environ[k]}" for k in keys if k in os.environ))
+    return True
+
+
+def _check(label, fn):
+    try:
+        detail = fn()
+        print(f"ok    {label}" + (f": {detail}" if detail else ""))
+        return True
+    except Exception:
+        print(f"FAIL  {label}")
+        traceback.print_exc()
+        return False
+
+
+def numba_checks():
+    simulator = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+    import numpy as np
+    import gradflow
+    real_gpu = gradflow.cuda.is_available()
+    if not real_gpu and not simulator:
+        print(f"no GPU ({gradflow.cuda.why_unavailable()}); run with NUMBA_ENABLE_CUDASIM=1 to check the script")
+        return False
+    print("mode: " + ("real GPU" if real_gpu else "Numba CUDA simulator (no GPU; checks the script only)"))
+    results = []
+    if real_gpu:
+        results.append(_check("numba.cuda.detect()", lambda: cuda.detect() and None))
+
+    def kernel_on_cupy_stream():
+        from gradflow.kernels.cuda import launch
+
+        @cuda.jit
+        def add_index(a):
+            i = cuda.grid(1)
+            if i < a.size:
+                a[i] += i
+
+        xp = launch.xp_of(np.empty(0)) if simulator else gradflow.backend.cupy_module()
+        a = xp.ones(1000, dtype=np.float32)
+        add_index[launch.blocks(a.size), launch.THREADS, launch.stream()](launch.device_array(a))
+        gradflow.cuda.synchronize()
+        got = gradflow.backend.to_numpy(a)
+        expected = 1 + np.arange(1000, dtype=np.float32)
+        if not np.array_equal(got, expected):
+            raise AssertionError(f"kernel result wrong: {got[:5]} ... expected {expected[:5]} ...")
+        return "1000 elements on " + ("CuPy's current stream" if real_gpu else "the simulator")
+    results.append(_check("Numba kernel launched through gradflow.kernels.cuda.launch", kernel_on_cupy_stream))
+
+    import gradflow.kernels.cuda as kernel_package
+    for module in pkgutil.iter_modules(kernel_package.__path__):
+        name = f"gradflow.kernels.cuda.{module.name}"
+        results.append(_check(f"import {name}", lambda name=name: importlib.import_module(name) and None))
+
+    if real_gpu:
+        def conv_both_devices():
+            import gradflow.functional as F
+            rng = np.random.default_rng(0)
+            x, w = rng.standard_normal((2, 3, 9, 9)), rng.standard_normal((4, 3, 3, 3))
+            cpu = F.conv2d(gradflow.tensor(x), gradflow.tensor(w), padding=1).numpy()
+            gpu = F.conv2d(gradflow.tensor(x, device="cuda"), gradflow.tensor(w, device="cuda"), padding=1)
+            err = float(np.abs(gpu.numpy() - cpu).max())
+            if err > 1e-10:
+                raise AssertionError(f"conv2d float64 cuda vs cpu differ by {err:.3g}")
+            return f"conv2d float64 max difference {err:.1e}"
+        results.append(_check("F.conv2d on cuda equals cpu", conv_both_devices))
+    return all(results)
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "env"
+    if what not in ("env", "numba"):
+        sys.exit(f"usage: {sys.argv[0]} env|numba")
+    ok = env() if what == "env" else numba_checks()
+    sys.exit(0 if ok else 1)
