@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One script for a machine with a GPU: environment, Numba-CUDA smoke test, CPU-vs-GPU
-# agreement of every op, the gpu-marked tests and CUDA kernel tests, a short FCN training
-# run on the GPU, and bench/run.py --device cuda against PyTorch + cuDNN.
+# One script for a machine with a GPU, in this order: environment, Numba-CUDA smoke test,
+# CPU-vs-GPU agreement of every op, the gpu-marked tests, a short FCN training run on the
+# GPU, bench/run.py --device cuda against PyTorch + cuDNN, and the CUDA kernel tests.
 #
 #   OUT=/some/dir bench/gpu_check.sh             # on the GPU machine, from the repo root
 #   bench/gpu_check.sh --dry-run                 # here, without a GPU: checks the script
@@ -22,7 +22,7 @@ DRY_RUN=0
 case "${1:-}" in
   --dry-run) DRY_RUN=1 ;;
   "") ;;
-  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
   *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
 esac
 
@@ -107,32 +107,21 @@ else
 fi
 
 # 3. every op: CPU vs GPU, float64 and float32, forward and gradients (all failures listed)
-stage agreement 130 "$PY" -m pytest tests/ops/test_cuda_agreement.py -q -rfE --maxfail=40 --tb=short
+stage agreement 120 "$PY" -m pytest tests/ops/test_cuda_agreement.py -q -rfE --maxfail=40 --tb=short
 
-# 4. the other gpu-marked tests (stop at the first failure), then the CUDA kernel tests
-#    (tests/kernels/cuda runs its kernels on the real GPU when there is one)
-stage gpu-tests 70 "$PY" -m pytest -m gpu -x -q -rfE --tb=short --ignore=tests/ops/test_cuda_agreement.py tests
-if [ "$DRY_RUN" = 1 ]; then
-  stage kernel-tests 60 env NUMBA_ENABLE_CUDASIM=1 "$PY" -m pytest tests/kernels/cuda -q -x -rfE --tb=short
-else
-  stage kernel-tests 60 "$PY" -m pytest tests/kernels/cuda -q -rfE --maxfail=10 --tb=short
-fi
+# 4. the other gpu-marked tests (stop at the first failure)
+stage gpu-tests 60 "$PY" -m pytest -m gpu -x -q -rfE --tb=short --ignore=tests/ops/test_cuda_agreement.py tests
 
-# 5. benchmark against PyTorch (+ cuDNN on the GPU); the JSON is rewritten after each row
-if [ "$DRY_RUN" = 1 ]; then
-  stage bench 120 "$PY" bench/run.py --device cpu --quick --only 'conv2d_3x3/|group_norm|fcn_gn_b8|overhead/chain' \
-    --no-probes --out "$OUT/bench_cuda.json"
-else
-  stage bench 190 "$PY" bench/run.py --device cuda --out "$OUT/bench_cuda.json"
-fi
-
-# 6. train the FCN briefly on the GPU (shapes dataset), keep its metrics and plots
+# 5. train the FCN briefly on the GPU: shapes, 4 epochs of 2000 64x64 images, batch 16
+#    (the trainer's defaults otherwise: AdamW, cosine schedule, GroupNorm); keep metrics and plots
 TRAIN_DIR="$SCRATCH/train"
 if [ -f models/fcn.py ]; then
   if [ "$DRY_RUN" = 1 ]; then
-    stage train 90 "$PY" models/fcn.py train --device cpu --epochs 1 --out "$TRAIN_DIR"
+    stage train 90 "$PY" models/fcn.py train --device cpu --epochs 1 --train-size 64 --val-size 32 \
+      --batch-size 16 --no-progress --name gpu-check --out "$TRAIN_DIR"
   else
-    stage train 100 "$PY" models/fcn.py train --device cuda --epochs 1 --out "$TRAIN_DIR"
+    stage train 90 "$PY" models/fcn.py train --device cuda --epochs 4 --train-size 2000 --val-size 200 \
+      --batch-size 16 --no-progress --name gpu-check --out "$TRAIN_DIR"
   fi
   for pair in "metrics.json:train_metrics.json" "curves.png:train_curves.png" "predictions.png:train_predictions.png"; do
     found=$(find "$TRAIN_DIR" -name "${pair%%:*}" -type f 2>/dev/null | head -n 1)
@@ -141,6 +130,22 @@ if [ -f models/fcn.py ]; then
 else
   say "=== [train] SKIPPED: models/fcn.py does not exist"
   SUMMARY+=("$(printf '%-16s %-10s %5s s' train "skipped" 0)")
+fi
+
+# 6. benchmark against PyTorch (+ cuDNN on the GPU); the JSON is rewritten after each row
+if [ "$DRY_RUN" = 1 ]; then
+  stage bench 120 "$PY" bench/run.py --device cpu --quick --only 'conv2d_3x3/|group_norm|fcn_gn_b8|overhead/chain' \
+    --no-probes --out "$OUT/bench_cuda.json"
+else
+  stage bench 170 "$PY" bench/run.py --device cuda --out "$OUT/bench_cuda.json"
+fi
+
+# 7. the CUDA kernel tests (tests/kernels/cuda runs its kernels on the real GPU when there
+#    is one; last, since the agreement tests already cover every op through the kernels)
+if [ "$DRY_RUN" = 1 ]; then
+  stage kernel-tests 60 env NUMBA_ENABLE_CUDASIM=1 "$PY" -m pytest tests/kernels/cuda -q -x -rfE --tb=short
+else
+  stage kernel-tests 45 "$PY" -m pytest tests/kernels/cuda -q -rfE --maxfail=10 --tb=short
 fi
 
 say ""

@@ -61,9 +61,14 @@ def torch_setup(device, threads):
     torch.set_num_threads(threads)
     info = {"torch_threads": torch.get_num_threads()}
     if device == "cuda":
-        # Compare float32 with float32: no TF32 tensor-core shortcuts on either side.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        # Compare float32 with float32: no TF32 tensor-core shortcuts on the torch side
+        # (cuDNN convolutions allow TF32 by default; CuPy's matmul does not use it).
+        if hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+            torch.backends.cuda.matmul.fp32_precision = "ieee"
+            torch.backends.cudnn.conv.fp32_precision = "ieee"
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         info.update(cudnn_enabled=torch.backends.cudnn.enabled,
                     cudnn_benchmark=torch.backends.cudnn.benchmark, tf32=False)
     return info
