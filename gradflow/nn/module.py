@@ -80,7 +80,7 @@ def _to_array(value):
     return None
 
 
-def _check_name(name, kind, module):
+def _check_name(name, kind):
     if not isinstance(name, str):
         raise TypeError(f"{kind} name should be a string, got {type(name).__name__}")
     if "." in name:
@@ -143,7 +143,7 @@ class Module:
     def register_parameter(self, name, param):
         if "_parameters" not in self.__dict__:
             raise AttributeError("cannot assign parameter before Module.__init__() call")
-        _check_name(name, "parameter", self)
+        _check_name(name, "parameter")
         if hasattr(self, name) and name not in self._parameters:
             raise KeyError(f"attribute '{name}' already exists")
         if param is not None and not isinstance(param, Parameter):
@@ -158,7 +158,7 @@ class Module:
         """A non-trainable tensor saved in state_dict (unless persistent=False) and moved by .to()."""
         if "_buffers" not in self.__dict__:
             raise AttributeError("cannot assign buffer before Module.__init__() call")
-        _check_name(name, "buffer", self)
+        _check_name(name, "buffer")
         if hasattr(self, name) and name not in self._buffers:
             raise KeyError(f"attribute '{name}' already exists")
         if tensor is not None and not isinstance(tensor, Tensor):
@@ -173,7 +173,7 @@ class Module:
     def add_module(self, name, module):
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
-        _check_name(name, "module", self)
+        _check_name(name, "module")
         if hasattr(self, name) and name not in self._modules:
             raise KeyError(f"attribute '{name}' already exists")
         self._modules[name] = module
@@ -374,7 +374,8 @@ class Module:
         """to(device), to(dtype), to(device, dtype), to(tensor): floating tensors change dtype only."""
         device, dtype = _parse_to(*args, **kwargs)
         if dtype is not None and dtype.kind not in "fc":
-            raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired dtype={dtype}")
+            raise TypeError("nn.Module.to only accepts floating point or complex dtypes, "
+                            f"but got desired dtype={dtype}")
         if device is not None:
             device = backend.check_device(device)
 

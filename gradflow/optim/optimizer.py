@@ -126,7 +126,8 @@ class Optimizer:
         for saved, group in zip(saved_groups, self.param_groups):
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"loaded state dict contains a parameter group of {len(saved['params'])} "
-                                 f"parameters that doesn't match the size of optimizer's group ({len(group['params'])})")
+                                 "parameters that doesn't match the size of optimizer's group "
+                                 f"({len(group['params'])})")
         param_of = dict(zip(itertools.chain.from_iterable(g["params"] for g in saved_groups),
                             itertools.chain.from_iterable(g["params"] for g in self.param_groups)))
         self.state = collections.defaultdict(dict)

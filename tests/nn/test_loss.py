@@ -81,7 +81,8 @@ def test_loss_weights_are_buffers_in_state_dict_like_torch():
     weight = np.array([1.0, 2.0, 3.0])
     ours, theirs = nn.CrossEntropyLoss(weight=gf.tensor(weight)), torch.nn.CrossEntropyLoss(weight=torch.tensor(weight))
     assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight"]
-    ours, theirs = nn.BCEWithLogitsLoss(pos_weight=gf.tensor(weight)), torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight))
+    ours = nn.BCEWithLogitsLoss(pos_weight=gf.tensor(weight))
+    theirs = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight))
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert repr(ours) == repr(theirs) == "BCEWithLogitsLoss()"
 

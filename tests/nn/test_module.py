@@ -129,7 +129,8 @@ def test_load_state_dict_errors_name_keys_and_shapes():
     state = net.state_dict()
     state["enc1.0.weight"] = np.zeros((4, 3, 5, 5))
     with pytest.raises(RuntimeError, match=r"size mismatch for enc1\.0\.weight: copying a param with shape "
-                                           r"\(4, 3, 5, 5\) from checkpoint, the shape in current model is \(4, 3, 3, 3\)"):
+                                           r"\(4, 3, 5, 5\) from checkpoint, the shape in current model is "
+                                           r"\(4, 3, 3, 3\)"):
         net.load_state_dict(state, strict=False)
     state["enc1.0.weight"] = "not a tensor"
     with pytest.raises(RuntimeError, match='While copying the parameter named "enc1.0.weight"'):

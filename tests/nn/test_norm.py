@@ -10,7 +10,8 @@ from tests.nn.compare import assert_close, assert_matches_torch, torch
 def _input(seed, shape=(3, 4, 5, 5)):
     # scale and shift per channel so statistics are far from 0 and 1 (variance well away from zero)
     rng = np.random.default_rng(seed)
-    return rng.standard_normal(shape) * rng.uniform(0.5, 3, (1, shape[1], 1, 1)) + rng.uniform(-2, 2, (1, shape[1], 1, 1))
+    per_channel = (1, shape[1], 1, 1)
+    return rng.standard_normal(shape) * rng.uniform(0.5, 3, per_channel) + rng.uniform(-2, 2, per_channel)
 
 
 @pytest.mark.parametrize("kwargs", [
