@@ -93,8 +93,8 @@ class GroupNorm(Module):
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None, *, bias=True):
         super().__init__()
-        if num_channels % num_groups != 0:
-            raise ValueError(f"num_channels must be divisible by num_groups "
+        if num_groups <= 0 or num_channels % num_groups != 0:
+            raise ValueError(f"GroupNorm: num_groups must be positive and divide num_channels "
                              f"(num_channels={num_channels}, num_groups={num_groups})")
         self.num_groups = num_groups
         self.num_channels = num_channels

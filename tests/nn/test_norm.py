@@ -99,9 +99,11 @@ def test_group_norm_matches_torch(num_groups, channels, kwargs):
     assert repr(ours) == repr(theirs)
 
 
-def test_group_norm_requires_divisible_channels():
-    with pytest.raises(ValueError, match="num_channels must be divisible by num_groups"):
-        nn.GroupNorm(3, 4)
+@pytest.mark.parametrize("num_groups", [3, 0, -2])
+def test_group_norm_requires_a_positive_divisor_of_the_channels(num_groups):
+    with pytest.raises(ValueError, match=f"num_groups must be positive and divide num_channels "
+                                         f"\\(num_channels=4, num_groups={num_groups}\\)"):
+        nn.GroupNorm(num_groups, 4)
 
 
 def test_norm_reprs_match_torch():
