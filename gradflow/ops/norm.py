@@ -165,6 +165,9 @@ def _group_norm(x, num_groups, weight, bias, eps, relu, op):
     if num_groups <= 0 or channels % num_groups:
         raise ValueError(f"{op}: num_groups={num_groups} must be positive and divide the number of "
                          f"channels C={channels} (input shape {x.shape})")
+    if x.shape[0] * (channels // num_groups) * int(np.prod(x.shape[2:])) == 1:   # PyTorch's rule
+        raise ValueError(f"{op}: expected more than 1 value per group when training, got input "
+                         f"size {x.shape} with {num_groups} groups")
     _check_per_channel(weight, "weight", channels, op)
     _check_per_channel(bias, "bias", channels, op)
     _check_eps(eps, op)
