@@ -32,55 +32,86 @@ class CrossEntropy(Function):
     def forward(ctx, x, target, weight, ignore_index, reduction, smoothing):
         xp = backend.get_array_module(x)
         x3 = x.reshape(_as_ncs(x))
-        n, n_classes, spatial = x3.shape
-        t2 = target.reshape(n, spatial)
-        valid = t2 != ignore_index
-        safe_target = xp.where(valid, t2, 0)
-        flat = _target_positions(safe_target, n_classes)
-        shift = x3.max(axis=1, keepdims=True)
-        e = x3 - shift
-        if smoothing:   # sum_k w_k (x_k - m), taken before e turns into exp(x - m)
-            shifted_class_sum = e.sum(axis=1) if weight is None else xp.matmul(weight, e)
-        xp.exp(e, out=e)
-        sum_exp = e.sum(axis=1)
-        log_sum_exp = xp.log(sum_exp)   # lse - m: the large m cancels before any rounding
-        if weight is None:
-            target_weight, total_weight = valid.astype(x.dtype), n_classes
-        else:
-            target_weight, total_weight = xp.where(valid, weight[safe_target], 0), weight.sum()
-        loss = (1 - smoothing) * target_weight * (log_sum_exp + (shift[:, 0] - xp.take(x3, flat)))
-        if smoothing:
-            loss += (smoothing / n_classes) * (total_weight * log_sum_exp - shifted_class_sum)
-        loss = xp.where(valid, loss, 0)   # ignored positions contribute exactly 0, even if x is inf
-
-        denominator = target_weight.sum() if reduction == "mean" else None
-        ctx.save_for_backward(e, sum_exp, flat, valid, target_weight, weight)
-        ctx.shape, ctx.reduction, ctx.smoothing = x.shape, reduction, smoothing
-        ctx.denominator, ctx.total_weight = denominator, total_weight
+        t2 = target.reshape(x3.shape[0], x3.shape[2])
+        fused = _cuda_forward if backend.is_cuda_array(x) else _numpy_forward
+        loss, target_weight, saved = fused(x3, t2, weight, ignore_index, smoothing, target.shape)
+        ctx.save_for_backward(*saved)
+        ctx.shape, ctx.reduction, ctx.smoothing, ctx.ignore_index = x.shape, reduction, smoothing, ignore_index
+        ctx.denominator = target_weight.sum() if reduction == "mean" else None
         if reduction == "none":
             return loss.reshape(target.shape)
         with np.errstate(invalid="ignore", divide="ignore"):   # all ignored: 0/0 = nan, as PyTorch
-            total = loss.sum() if reduction == "sum" else loss.sum() / denominator
+            total = loss.sum() if reduction == "sum" else loss.sum() / ctx.denominator
         return xp.asarray(total, dtype=x.dtype)
 
     @staticmethod
     def backward(ctx, g):
-        e, sum_exp, flat, valid, target_weight, weight = ctx.saved_tensors
-        xp = backend.get_array_module(e)
-        n, n_classes, spatial = e.shape
-        eps = ctx.smoothing
-        g = g.reshape(n, spatial) if ctx.reduction == "none" else g
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if ctx.reduction == "mean":
+        saved = ctx.saved_tensors
+        per_position = ctx.reduction == "none"
+        if ctx.reduction == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):   # all ignored: every position gets 0
                 g = g / ctx.denominator
-            a = xp.where(valid, g * ((1 - eps) * target_weight), 0)
-            b = xp.where(valid, g * (eps / n_classes), 0) if eps else None
-        p_scale = a if b is None else a + b * ctx.total_weight
-        grad = e * (p_scale / sum_exp)[:, None]
-        if b is not None:
-            grad -= b[:, None] * (1 if weight is None else weight[:, None])
-        grad.reshape(-1)[flat] -= a   # one target per position: unique indices, no accumulation
+        fused = _cuda_backward if backend.is_cuda_array(g) else _numpy_backward
+        grad = fused(saved, g, per_position, ctx.smoothing, ctx.ignore_index)
         return grad.reshape(ctx.shape), None, None, None, None, None
+
+
+def _numpy_forward(x3, t2, weight, ignore_index, smoothing, target_shape):
+    """numpy/cupy array ops: (per-position loss, per-position w_t, what the backward needs)."""
+    xp = backend.get_array_module(x3)
+    n_classes = x3.shape[1]
+    valid = t2 != ignore_index
+    safe_target = xp.where(valid, t2, 0)
+    flat = _target_positions(safe_target, n_classes)
+    shift = x3.max(axis=1, keepdims=True)
+    e = x3 - shift
+    if smoothing:   # sum_k w_k (x_k - m), taken before e turns into exp(x - m)
+        shifted_class_sum = e.sum(axis=1) if weight is None else xp.matmul(weight, e)
+    xp.exp(e, out=e)
+    sum_exp = e.sum(axis=1)
+    log_sum_exp = xp.log(sum_exp)   # lse - m: the large m cancels before any rounding
+    if weight is None:
+        target_weight, total_weight = valid.astype(x3.dtype), n_classes
+    else:
+        target_weight, total_weight = xp.where(valid, weight[safe_target], 0), weight.sum()
+    loss = (1 - smoothing) * target_weight * (log_sum_exp + (shift[:, 0] - xp.take(x3, flat)))
+    if smoothing:
+        loss += (smoothing / n_classes) * (total_weight * log_sum_exp - shifted_class_sum)
+    loss = xp.where(valid, loss, 0)   # ignored positions contribute exactly 0, even if x is inf
+    return loss, target_weight, (e, sum_exp, flat, valid, target_weight, weight)
+
+
+def _numpy_backward(saved, g, per_position, eps, ignore_index):
+    e, sum_exp, flat, valid, target_weight, weight = saved
+    xp = backend.get_array_module(e)
+    n_classes = e.shape[1]
+    g = g.reshape(valid.shape) if per_position else g
+    with np.errstate(invalid="ignore"):   # inf * 0 where a mean over no position meets ignored ones
+        a = xp.where(valid, g * ((1 - eps) * target_weight), 0)
+        b = xp.where(valid, g * (eps / n_classes), 0) if eps else None
+    total_weight = n_classes if weight is None else weight.sum()
+    p_scale = a if b is None else a + b * total_weight
+    grad = e * (p_scale / sum_exp)[:, None]
+    if b is not None:
+        grad -= b[:, None] * (1 if weight is None else weight[:, None])
+    grad.reshape(-1)[flat] -= a   # one target per position: unique indices, no accumulation
+    return grad
+
+
+def _cuda_forward(x3, t2, weight, ignore_index, smoothing, target_shape):
+    """Two Numba CUDA kernels instead of ~30 CuPy launches; see gradflow/kernels/cuda/loss.py."""
+    from gradflow.kernels.cuda import loss as kernels
+    stats, first_bad = kernels.cross_entropy_forward(x3, t2, weight, ignore_index, smoothing)
+    position = int(first_bad[0])   # the range check's one device -> host sync (see check_target_range)
+    if position < t2.size:
+        raise_out_of_range(t2.reshape(target_shape), position, x3.shape[1], ignore_index, "cross_entropy")
+    return stats[kernels.LOSS], stats[kernels.TARGET_WEIGHT], (x3, t2, weight, stats)
+
+
+def _cuda_backward(saved, g, per_position, smoothing, ignore_index):
+    from gradflow.kernels.cuda import loss as kernels
+    x3, t2, weight, stats = saved
+    return kernels.cross_entropy_backward(x3, t2, weight, ignore_index, smoothing, stats, g, per_position)
 
 
 class SoftTargetCrossEntropy(Function):
@@ -220,19 +251,24 @@ def _check_index_target(input, target, op):
 def check_target_range(target, n_classes, ignore_index, op):
     """ValueError naming the first target outside [0, n_classes) that is not ignore_index.
 
-    On CUDA the `any` below reads one bool back to the host: one device sync per call, which
-    waits for the queued work. We pay it deliberately: PyTorch instead fires an asynchronous
-    device-side assert that names neither the value nor where it is and poisons the context.
+    On CUDA the `any` below reads one bool back to the host (cross_entropy's kernel reads one
+    int instead): one device sync per call, which waits for the queued work. We pay it
+    deliberately: an error that is raised later or not at all is worse, and PyTorch's
+    asynchronous device-side assert names neither the value nor where it is.
     """
     xp = backend.get_array_module(target)
     bad = ((target < 0) | (target >= n_classes)) & (target != ignore_index)
     if bool(bad.any()):
-        first = int(xp.argmax(bad.reshape(-1)))
-        value = int(target.reshape(-1)[first])
-        index = tuple(int(i) for i in np.unravel_index(first, target.shape))
-        raise ValueError(
-            f"{op}: target value {value} at index {index} is out of range for {n_classes} classes "
-            f"(expected 0..{n_classes - 1}, or ignore_index={ignore_index})")
+        raise_out_of_range(target, int(xp.argmax(bad.reshape(-1))), n_classes, ignore_index, op)
+
+
+def raise_out_of_range(target, position, n_classes, ignore_index, op):
+    """The ValueError for the target at flat `position`, naming its value and index."""
+    value = int(target.reshape(-1)[position])
+    index = tuple(int(i) for i in np.unravel_index(position, target.shape))
+    raise ValueError(
+        f"{op}: target value {value} at index {index} is out of range for {n_classes} classes "
+        f"(expected 0..{n_classes - 1}, or ignore_index={ignore_index})")
 
 
 def _class_weight(weight, n_classes, input, op):
@@ -274,7 +310,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
             raise ValueError(f"{op}: ignore_index={ignore_index} is not supported for class-probability targets")
         return SoftTargetCrossEntropy.apply(input, target.to(input.dtype), w, reduction, float(label_smoothing))
     _check_index_target(input, target, op)
-    check_target_range(target.data, n_classes, ignore_index, op)
+    if input.device == "cpu":   # on CUDA the forward kernel checks the range as it goes
+        check_target_range(target.data, n_classes, ignore_index, op)
     return CrossEntropy.apply(input, target, w, int(ignore_index), reduction, float(label_smoothing))
 
 

@@ -71,6 +71,25 @@ def test_fcn_sized_upsampling_matches_torch_in_float32(mode, align_corners):
     np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode,align_corners", [("nearest", None), ("bilinear", False), ("bilinear", True)])
+def test_source_index_rules_match_torch_on_a_grid_of_sizes_and_scales(mode, align_corners):
+    # corner cases a few random draws may miss: 1/scale_factor vs in/out (they differ when
+    # in * scale is not an integer), an unchanged size with a scale != 1 (PyTorch copies),
+    # float32 index arithmetic, recompute_scale_factor
+    rng = np.random.default_rng(0)
+    for n_in in (1, 2, 3, 5, 7):
+        a = rng.standard_normal((1, 2, n_in, 6)).astype(np.float32)
+        for scale in (0.7, 1.3, 1.5, 2.0, 2.2, 3.0, 1 / 3):
+            if int(n_in * scale) < 1:
+                continue
+            for recompute in (None, True):
+                kwargs = dict(scale_factor=(scale, 1.7), mode=mode, align_corners=align_corners,
+                              recompute_scale_factor=recompute)
+                got = F.interpolate(gf.tensor(a), **kwargs).numpy()
+                ref = torch.nn.functional.interpolate(torch.tensor(a), **kwargs).numpy()
+                np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6, err_msg=str((n_in, kwargs)))
+
+
 def test_nearest_keeps_integer_dtype_like_torch():
     a = np.arange(6, dtype=np.uint8).reshape(1, 1, 2, 3)   # e.g. a label map
     out = F.interpolate(gf.tensor(a), size=(3, 5))
