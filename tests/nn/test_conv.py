@@ -149,12 +149,9 @@ def test_conv_transpose2d_rejects_padding_modes():
         nn.ConvTranspose2d(2, 2, 3, padding_mode="reflect")
 
 
-@pytest.mark.xfail(raises=ValueError, strict=True,
-                   reason="F.pad (gradflow/ops/activation.py) supports only mode='constant' so far")
 @pytest.mark.parametrize("padding_mode", ["reflect", "replicate", "circular"])
 def test_conv2d_padding_modes_match_torch(padding_mode):
-    # Conv2d pads with F.pad(mode=padding_mode) first, as PyTorch; strict xfail: remove the
-    # marker when F.pad learns these modes.
+    # Conv2d pads with F.pad(mode=padding_mode) first, as PyTorch
     kwargs = dict(in_channels=2, out_channels=3, kernel_size=3, padding=(1, 2), padding_mode=padding_mode)
     ours, theirs = nn.Conv2d(**kwargs), torch.nn.Conv2d(**kwargs)
     assert_matches_torch(ours, theirs, np.random.default_rng(0).standard_normal((2, 2, 5, 6)))
