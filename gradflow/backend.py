@@ -10,6 +10,11 @@ import numpy as np
 
 DEVICES = ("cpu", "cuda")
 
+if not hasattr(np, "row_stack"):
+    # NumPy 2.5 removed np.row_stack, but numba-cuda (0.30 and older) still registers an
+    # overload for it when numba.cuda is imported; without this alias that import fails.
+    np.row_stack = np.vstack
+
 
 @functools.lru_cache(maxsize=None)
 def _probe_cuda():
