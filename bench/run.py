@@ -54,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--no-probes", action="store_true", help="skip the memory and compile probes")
     p.add_argument("--stable-malloc", action="store_true",
                    help=f"set GLIBC_TUNABLES={STABLE_MALLOC} (fewer page faults, steadier numbers)")
+    p.add_argument("--show", default=None, metavar="FILE.json",
+                   help="print the tables of an earlier run's JSON (e.g. with --markdown) and exit")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)   # internal: result path
     args = p.parse_args(argv)
     if args.threads is None:
@@ -167,7 +169,8 @@ def print_tables(out, markdown):
     m = out["machine"]
     v = m.get("versions", {})
     where = m.get("gpu") if out["device"] == "cuda" else m.get("cpu")
-    print(f"\nMachine: {m.get('cpu')}" + (f"; GPU {m.get('gpu')}" if out["device"] == "cuda" else ""))
+    print(f"\nMachine: {m.get('cpu')}" + (f"; GPU {m.get('gpu')}" if out["device"] == "cuda" else "")
+          + f"; measured {out.get('date', '?')}")
     print("Versions: " + ", ".join(f"{k} {v[k]}" for k in ("python", "numpy", "numba", "numba-cuda", "torch", "cupy")
                                   if v.get(k)) + f"; gradflow {m.get('gradflow_commit')}")
     for run in out["runs"]:
@@ -175,13 +178,18 @@ def print_tables(out, markdown):
               + ("" if run.get("complete") else "  [INCOMPLETE]"))
         for line in table_lines(run["rows"], markdown=markdown):
             print(line)
-    print(f"\nratio = gradflow / torch (lower is better for gradflow); wall {out['wall_s']} s")
+    print(f"\nratio = gradflow / torch (lower is better for gradflow); wall {out['wall_s']} s"
+          + ("; GLIBC_TUNABLES stable-malloc settings" if out.get("stable_malloc") else ""))
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         worker(args)
+        return 0
+    if args.show:
+        with open(args.show) as f:
+            print_tables(json.load(f), args.markdown)
         return 0
     if args.list:
         settings = Settings.make(args.device, args.quick, args.thread_counts[0])
