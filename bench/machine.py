@@ -117,10 +117,19 @@ def gpu_info():
     return info
 
 
+def _loadavg():
+    """1/5/15-minute load: other processes on a shared machine distort timings."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def describe(device):
     info = {"cpu": cpu_model(), "platform": platform.platform(), "versions": versions(),
             "gradflow_commit": git_commit(), "threads": thread_info(),
-            "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ}}
+            "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
+            "loadavg_at_start": _loadavg()}
     if device == "cuda":
         info.update(gpu_info())
     return info

@@ -174,7 +174,9 @@ def print_tables(out, markdown):
     print("Versions: " + ", ".join(f"{k} {v[k]}" for k in ("python", "numpy", "numba", "numba-cuda", "torch", "cupy")
                                   if v.get(k)) + f"; gradflow {m.get('gradflow_commit')}")
     for run in out["runs"]:
+        load = run.get("machine", {}).get("loadavg_at_start")
         print(f"\n{out['device']}, {run['threads']} thread(s), {where}"
+              + (f", load average {load[0]} at start" if load else "")
               + ("" if run.get("complete") else "  [INCOMPLETE]"))
         for line in table_lines(run["rows"], markdown=markdown):
             print(line)
