@@ -24,7 +24,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     element and both values; returns True otherwise.
     """
     inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    inputs = tuple(Tensor(x.data.astype(np.float64), requires_grad=True)
+    # contiguous float64 copies, so perturbing a flat view perturbs the input itself
+    inputs = tuple(Tensor(backend.get_array_module(x.data).ascontiguousarray(x.data, dtype=np.float64),
+                          requires_grad=True)
                    if isinstance(x, Tensor) and x.requires_grad else x for x in inputs)
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:

@@ -34,3 +34,9 @@ def test_checks_every_input_and_skips_constants():
     assert gf.gradcheck(lambda a, b, k: a * b * k, [a, b, 3.0])
     with pytest.raises(ValueError, match="no input requires grad"):
         gf.gradcheck(lambda b: b * 2, [b])
+
+
+def test_non_contiguous_inputs_are_perturbed_in_place():
+    base = gf.tensor(np.arange(6.0).reshape(2, 3))
+    x = base.transpose(0, 1).detach().requires_grad_()      # a non-contiguous view
+    assert gf.gradcheck(lambda a: a * a, [x])
