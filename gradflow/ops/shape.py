@@ -177,6 +177,14 @@ def getitem(x, index):
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
     if isinstance(index, list):
         index = np.asarray(index)
+    if isinstance(index, tuple) and any(hasattr(i, "shape") for i in index) and \
+            any(isinstance(i, (int, np.integer)) for i in index):
+        # PyTorch applies integer indices as selects before advanced indexing; NumPy
+        # would treat them as advanced too and move the broadcast dims elsewhere.
+        selects = tuple(slice(None) if hasattr(i, "shape") else i for i in index)
+        rest = tuple(i if hasattr(i, "shape") or i is Ellipsis else slice(None)
+                     for i in index if not isinstance(i, (int, np.integer)))
+        return GetItem.apply(GetItem.apply(x, selects), rest)
     return GetItem.apply(x, index)
 
 
