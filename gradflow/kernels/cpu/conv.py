@@ -39,24 +39,29 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_h = output_size(height, kernel_h, stride[0], padding[0], dilation[0])
     out_w = output_size(width, kernel_w, stride[1], padding[1], dilation[1])
-    if _is_pointwise(weight, padding):
-        out = _pointwise(x[:, :, :out_h * stride[0]:stride[0], :out_w * stride[1]:stride[1]], weight, groups,
-                         transpose=False)
-        return _add_bias(out.reshape(n, out_channels, out_h, out_w), bias)
     (top, bottom), (left, right) = padding
-    if _is_direct(weight.shape[2:], stride, padding, dilation, width + left + right):
-        planes = _padded_planes("x", x, top, left, height + top + bottom, width + left + right)
-        out = np.empty((n, out_channels, out_h, out_w), dtype=x.dtype)
-        conv_direct.conv3x3(planes, weight, _bias_or_zeros(bias, out_channels, x.dtype), groups,
-                            width + left + right, out)
-        return out
+    path = _path(weight.shape[2:], stride, padding, dilation, (out_h, out_w))
+    if path == "pointwise":
+        xs = x[:, :, :out_h * stride[0]:stride[0], :out_w * stride[1]:stride[1]]
+        out = _pointwise(xs, weight, groups, transpose=False).reshape(n, out_channels, out_h, out_w)
+        return _add_bias(out, bias)
     out = np.empty((n, out_channels, out_h, out_w), dtype=x.dtype)
+    if path == "direct":
+        planes = _padded_planes("x", x, top, left, height + top + bottom, width + left + right)
+        conv_direct.conv(planes, weight, _bias_or_zeros(bias, out_channels, x.dtype), groups,
+                         width + left + right, out)
+        return out
+    if path == "phases":
+        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1)
+        conv_direct.conv(planes, _phase_weight(weight), _bias_or_zeros(bias, out_channels, x.dtype), groups,
+                         out_w + 1, out)
+        return out
     cols, chunk, per_group = _columns(x, weight, groups, out_h, out_w)
     w = weight.reshape(groups, out_channels // groups, per_group)
     for n0 in range(0, n, chunk):
         m = min(chunk, n - n0)
         c = cols[:m]
-        columns.im2col(x[n0:n0 + m], kernel_h, kernel_w, stride[0], stride[1], padding[0][0], padding[1][0],
+        columns.im2col(x[n0:n0 + m], kernel_h, kernel_w, stride[0], stride[1], top, left,
                        dilation[0], dilation[1], out_h, out_w, c)
         np.matmul(w, c.reshape(m, groups, per_group, out_h * out_w),
                   out=out[n0:n0 + m].reshape(m, groups, out_channels // groups, out_h * out_w))
@@ -69,23 +74,32 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
     _, per_group_in, kernel_h, kernel_w = weight.shape
     channels = per_group_in * groups
     height, width = out_hw
-    if _is_pointwise(weight, padding):
+    (top, bottom), (left, right) = padding
+    path = _path(weight.shape[2:], stride, padding, dilation, (in_h, in_w))
+    if path == "pointwise":
         cols = _pointwise(x, weight, groups, transpose=True).reshape(n, channels, in_h, in_w)
         if stride == (1, 1) and (height, width) == (in_h, in_w):
             return _add_bias(cols, bias)
         out = np.zeros((n, channels, height, width), dtype=x.dtype)
         out[:, :, :in_h * stride[0]:stride[0], :in_w * stride[1]:stride[1]] = cols
         return _add_bias(out, bias)
-    (top, bottom), (left, right) = padding
-    if _is_direct(weight.shape[2:], stride, padding, dilation, width + 2):
+    out = np.empty((n, channels, height, width), dtype=x.dtype)
+    if path == "direct":
         # input gradient of a stride-1 conv: the same conv over the gradient padded by
         # 2 - padding, with flipped weights and their channel axes swapped
         planes = _padded_planes("grad", x, 2 - top, 2 - left, height + 2, width + 2)
-        flipped = _flip_weight(weight, groups)
-        out = np.empty((n, channels, height, width), dtype=x.dtype)
-        conv_direct.conv3x3(planes, flipped, _bias_or_zeros(bias, channels, x.dtype), groups, width + 2, out)
+        conv_direct.conv(planes, _flip_weight(weight, groups), _bias_or_zeros(bias, channels, x.dtype), groups,
+                         width + 2, out)
         return out
-    out = np.empty((n, channels, height, width), dtype=x.dtype)
+    if path == "phases":
+        # the full 2x2 correlation of the gradient with the phase weights is the gradient
+        # of every phase plane; depth_to_space puts the phases back into the image
+        planes = _padded_planes("grad", x, 1, 1, in_h + 2, in_w + 2)
+        phases = _scratch(("phase_grad",), (n, 4 * channels, in_h + 1, in_w + 1), x.dtype)
+        conv_direct.conv(planes, _flip_weight(_phase_weight(weight), groups), np.zeros(4 * channels, x.dtype),
+                         groups, in_w + 2, phases)
+        conv_direct.depth_to_space(phases, top, left, out)
+        return _add_bias(out, bias)
     cols, chunk, per_group = _columns(out, weight, groups, in_h, in_w)
     out_per_group = weight.shape[0] // groups
     w_t = weight.reshape(groups, out_per_group, per_group).transpose(0, 2, 1)
@@ -94,7 +108,7 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
         c = cols[:m]
         np.matmul(w_t, x[n0:n0 + m].reshape(m, groups, out_per_group, in_h * in_w),
                   out=c.reshape(m, groups, per_group, in_h * in_w))
-        columns.col2im(c, kernel_h, kernel_w, stride[0], stride[1], padding[0][0], padding[1][0],
+        columns.col2im(c, kernel_h, kernel_w, stride[0], stride[1], top, left,
                        dilation[0], dilation[1], in_h, in_w, out[n0:n0 + m])
     return _add_bias(out, bias)
 
@@ -106,25 +120,32 @@ def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups
     kernel_h, kernel_w = kernel_hw
     per_group_in = in_channels // groups
     shape = (out_channels, per_group_in, kernel_h, kernel_w)
-    if tuple(kernel_hw) == (1, 1) and padding == ((0, 0), (0, 0)):
+    (top, bottom), (left, right) = padding
+    path = _path(kernel_hw, stride, padding, dilation, (out_h, out_w))
+    if path == "pointwise":
         xs = x[:, :, :out_h * stride[0]:stride[0], :out_w * stride[1]:stride[1]]
         xs = np.ascontiguousarray(xs).reshape(n, groups, per_group_in, -1)
         g = grad_out.reshape(n, groups, out_channels // groups, -1)
         return np.matmul(g, xs.transpose(0, 1, 3, 2)).sum(axis=0).reshape(shape)
-    (top, bottom), (left, right) = padding
-    padded_w = width + left + right
-    if _is_direct(kernel_hw, stride, padding, dilation, padded_w):
+    if path == "direct":
+        padded_w = width + left + right
         planes = _padded_planes("x", x, top, left, height + top + bottom, padded_w)
         grads = _padded_planes("grad_rows", grad_out, 0, 0, out_h, padded_w)   # row pitch of planes
         grad_weight = np.empty(shape, dtype=x.dtype)
-        conv_direct.conv3x3_weight_grad(planes, grads, 0, groups, padded_w, out_h, grad_weight)
+        conv_direct.weight_grad(planes, grads, 0, groups, padded_w, out_h, grad_weight)
         return grad_weight
+    if path == "phases":
+        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1)
+        grads = _padded_planes("grad_rows", grad_out, 0, 0, out_h, out_w + 1)
+        phase_grad = np.empty((out_channels, 4 * per_group_in, 2, 2), dtype=x.dtype)
+        conv_direct.weight_grad(planes, grads, 0, groups, out_w + 1, out_h, phase_grad)
+        return _unphase_weight(phase_grad, kernel_h, kernel_w)
     cols, chunk, per_group = _columns(x, np.empty(shape, dtype=x.dtype), groups, out_h, out_w)
     grad_weight = np.zeros((groups, out_channels // groups, per_group), dtype=x.dtype)
     for n0 in range(0, n, chunk):
         m = min(chunk, n - n0)
         c = cols[:m]
-        columns.im2col(x[n0:n0 + m], kernel_h, kernel_w, stride[0], stride[1], padding[0][0], padding[1][0],
+        columns.im2col(x[n0:n0 + m], kernel_h, kernel_w, stride[0], stride[1], top, left,
                        dilation[0], dilation[1], out_h, out_w, c)
         g = grad_out[n0:n0 + m].reshape(m, groups, out_channels // groups, out_h * out_w)
         grad_weight += np.matmul(g, c.reshape(m, groups, per_group, out_h * out_w).transpose(0, 1, 3, 2)).sum(axis=0)
@@ -133,13 +154,22 @@ def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups
 
 # ---- paths ---------------------------------------------------------------------------
 
-def _is_pointwise(weight, padding):
-    return weight.shape[2:] == (1, 1) and padding == ((0, 0), (0, 0))
+PHASE_KERNELS = ((4, 4),)     # stride-2 kernels run as 2x2 convs over the 4 input phases
 
 
-def _is_direct(kernel_hw, stride, padding, dilation, padded_width):
-    return (tuple(kernel_hw) == (3, 3) and stride == (1, 1) and dilation == (1, 1)
-            and all(p <= 2 for pads in padding for p in pads) and padded_width <= conv_direct.CHUNK)
+def _path(kernel_hw, stride, padding, dilation, out_hw):
+    """Which implementation serves this geometry (the same for all three functions)."""
+    kernel_hw = tuple(kernel_hw)
+    if kernel_hw == (1, 1) and padding == ((0, 0), (0, 0)):
+        return "pointwise"
+    if dilation != (1, 1):
+        return "columns"
+    if (kernel_hw == (3, 3) and stride == (1, 1) and all(p <= 2 for pads in padding for p in pads)
+            and out_hw[1] + 2 <= conv_direct.CHUNK):
+        return "direct"
+    if kernel_hw in PHASE_KERNELS and stride == (2, 2) and out_hw[1] + 2 <= conv_direct.CHUNK:
+        return "phases"
+    return "columns"
 
 
 def _pointwise(x, weight, groups, transpose):
@@ -154,10 +184,26 @@ def _pointwise(x, weight, groups, transpose):
 
 
 def _flip_weight(weight, groups):
-    """(O, C/G, 3, 3) -> (C, O/G, 3, 3): spatially flipped, input and output channels swapped per group."""
-    out_channels, per_group_in = weight.shape[:2]
-    w = weight.reshape(groups, out_channels // groups, per_group_in, 3, 3)[:, :, :, ::-1, ::-1]
-    return np.ascontiguousarray(w.transpose(0, 2, 1, 3, 4)).reshape(groups * per_group_in, -1, 3, 3)
+    """(O, C/G, K, K) -> (C, O/G, K, K): spatially flipped, input and output channels swapped per group."""
+    out_channels, per_group_in, kernel_h, kernel_w = weight.shape
+    w = weight.reshape(groups, out_channels // groups, per_group_in, kernel_h, kernel_w)[:, :, :, ::-1, ::-1]
+    return np.ascontiguousarray(w.transpose(0, 2, 1, 3, 4)).reshape(groups * per_group_in, -1, kernel_h, kernel_w)
+
+
+def _phase_weight(weight):
+    """(O, C, KH, KW), KH, KW <= 4 -> (O, 4C, 2, 2): [o, c * 4 + a * 2 + b, u, v] = weight[o, c, 2u + a, 2v + b]."""
+    out_channels, channels, kernel_h, kernel_w = weight.shape
+    padded = np.zeros((out_channels, channels, 4, 4), dtype=weight.dtype)
+    padded[:, :, :kernel_h, :kernel_w] = weight
+    phases = padded.reshape(out_channels, channels, 2, 2, 2, 2).transpose(0, 1, 3, 5, 2, 4)   # (o, c, a, b, u, v)
+    return np.ascontiguousarray(phases).reshape(out_channels, 4 * channels, 2, 2)
+
+
+def _unphase_weight(phase_weight, kernel_h, kernel_w):
+    """The inverse of _phase_weight (so it maps a phase-weight gradient to the weight gradient)."""
+    out_channels, channels = phase_weight.shape[0], phase_weight.shape[1] // 4
+    w = phase_weight.reshape(out_channels, channels, 2, 2, 2, 2).transpose(0, 1, 4, 2, 5, 3)  # (o, c, u, a, v, b)
+    return np.ascontiguousarray(w.reshape(out_channels, channels, 4, 4)[:, :, :kernel_h, :kernel_w])
 
 
 def _bias_or_zeros(bias, channels, dtype):
@@ -196,6 +242,16 @@ def _padded_planes(name, x, top, left, padded_h, padded_w):
     planes = _scratch(("planes", name, top, left, height, width, padded_w),
                       (n, channels, padded_h * padded_w + 2), x.dtype)
     conv_direct.pad_planes(x, planes, top, left, padded_w)
+    return planes
+
+
+def _phase_planes(name, x, top, left, rows, width):
+    """The 4 phases of x zero-padded by (top, left) as planes (N, 4C, rows * width + 2),
+    reused per geometry like _padded_planes."""
+    n, channels, height, in_width = x.shape
+    planes = _scratch(("phases", name, top, left, height, in_width, rows, width),
+                      (n, 4 * channels, rows * width + 2), x.dtype)
+    conv_direct.space_to_depth(x, planes, top, left, rows, width)
     return planes
 
 

@@ -1,4 +1,5 @@
-"""Direct 3x3 stride-1 convolution (CPU, Numba): the hot path of FCN-style networks.
+"""Direct convolution kernels (CPU, Numba): 3x3 stride 1, the hot path of FCN-style
+networks, and 2x2 stride 1, which runs stride-2 kernels of up to 4x4 (space-to-depth).
 
 On the 2-vCPU AVX-512 development machine (single thread, x (8,32,64,64) -> 32
 channels) im2col + OpenBLAS costs 2-3x PyTorch's oneDNN forward+backward; these
@@ -50,6 +51,15 @@ def pad_planes(x, planes, top, left, width):
                     row[k] = source[k]
 
 
+@njit(cache=True)
+def _aligned_empty(length, dtype):
+    """np.empty(length) starting on a 64-byte boundary: the accumulator stores are full
+    512-bit vectors, and ones split across cache lines cost ~10% of the kernel's time."""
+    raw = np.empty(length + 64, dtype=dtype)
+    skip = (-raw.ctypes.data) % 64 // raw.itemsize
+    return raw[skip:skip + length]
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _taps4(plane, weight, o, c, start, width, length, acc):
     """acc[k * CHUNK + q] += sum_ij weight[o + k, c, i, j] * plane[start + q + i * width + j], k < 4."""
@@ -97,16 +107,18 @@ def _taps1(plane, weight, o, c, start, width, length, acc):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def conv3x3(planes, weight, bias, groups, width, out):
+def conv(planes, weight, bias, groups, width, out):
     """out[n, o, y, x] = bias[o] + sum_{c in o's group, i, j} weight[o, c, i, j] * plane_c[(y + i) * width + x + j].
 
-    planes (N, C, L): zero-padded input planes of row pitch `width` <= CHUNK, L >= (OH + 2) * width + 2;
-    weight (O, C / groups, 3, 3); out (N, O, OH, OW) with OW = width - 2."""
+    A stride-1 convolution with a 3x3 or 2x2 kernel. planes (N, C, L): zero-padded input
+    planes of row pitch `width` <= CHUNK, L >= (OH + K - 1) * width + K - 1; weight
+    (O, C / groups, K, K); out (N, O, OH, OW) with OW = width - K + 1."""
     n_images, out_channels, out_h, out_w = out.shape
     in_per_group = weight.shape[1]
+    three = weight.shape[2] == 3
     out_per_group = out_channels // groups
     rows_per_chunk = CHUNK // width
-    acc = np.empty(4 * CHUNK, dtype=planes.dtype)
+    acc = _aligned_empty(4 * CHUNK, planes.dtype)
     for n in range(n_images):
         for y0 in range(0, out_h, rows_per_chunk):       # a few rows: their planes stay in L2 for all channels
             rows = min(rows_per_chunk, out_h - y0)
@@ -120,15 +132,47 @@ def conv3x3(planes, weight, bias, groups, width, out):
                         acc[k * CHUNK:k * CHUNK + length] = bias[o + k]
                     for c in range(in_per_group):
                         plane = planes[n, g * in_per_group + c]
-                        if count == 4:
+                        if count == 4 and three:
                             _taps4(plane, weight, o, c, start, width, length, acc)
+                        elif count == 4:
+                            _taps4_2x2(plane, weight, o, c, start, width, length, acc)
                         else:
                             for k in range(count):
-                                _taps1(plane, weight, o + k, c, start, width, length, acc[k * CHUNK:])
+                                if three:
+                                    _taps1(plane, weight, o + k, c, start, width, length, acc[k * CHUNK:])
+                                else:
+                                    _taps1_2x2(plane, weight, o + k, c, start, width, length, acc[k * CHUNK:])
                     for k in range(count):
                         for r in range(rows):
                             begin = k * CHUNK + r * width
                             out[n, o + k, y0 + r, :] = acc[begin:begin + out_w]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _taps4_2x2(plane, weight, o, c, start, width, length, acc):
+    """_taps4 for a 2x2 kernel."""
+    r0 = plane[start:]
+    r1 = plane[start + width:]
+    w = weight
+    a0, a1, a2, a3 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 1, 0], w[o, c, 1, 1]
+    b0, b1, b2, b3 = w[o + 1, c, 0, 0], w[o + 1, c, 0, 1], w[o + 1, c, 1, 0], w[o + 1, c, 1, 1]
+    c0, c1, c2, c3 = w[o + 2, c, 0, 0], w[o + 2, c, 0, 1], w[o + 2, c, 1, 0], w[o + 2, c, 1, 1]
+    d0, d1, d2, d3 = w[o + 3, c, 0, 0], w[o + 3, c, 0, 1], w[o + 3, c, 1, 0], w[o + 3, c, 1, 1]
+    for q in range(length):
+        x0, x1, x2, x3 = r0[q], r0[q + 1], r1[q], r1[q + 1]
+        acc[q] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
+        acc[q + CHUNK] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+        acc[q + 2 * CHUNK] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+        acc[q + 3 * CHUNK] += d0 * x0 + d1 * x1 + d2 * x2 + d3 * x3
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _taps1_2x2(plane, weight, o, c, start, width, length, acc):
+    r0 = plane[start:]
+    r1 = plane[start + width:]
+    a0, a1, a2, a3 = weight[o, c, 0, 0], weight[o, c, 0, 1], weight[o, c, 1, 0], weight[o, c, 1, 1]
+    for q in range(length):
+        acc[q] += a0 * r0[q] + a1 * r0[q + 1] + a2 * r1[q] + a3 * r1[q + 1]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -178,25 +222,126 @@ def _weight_taps1(ga, plane, width, length, grad_weight, o, c):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def conv3x3_weight_grad(planes, grads, offset, groups, width, out_h, grad_weight):
+def _weight_taps4_2x2(grads, o, offset, plane, width, length, grad_weight, c):
+    """grad_weight[o + k, c, i, j] += sum_q grads[o + k, offset + q] * plane[q + i * width + j], k < 4, 2x2."""
+    ga, gb = grads[o, offset:], grads[o + 1, offset:]
+    gc, gd = grads[o + 2, offset:], grads[o + 3, offset:]
+    r0 = plane
+    r1 = plane[width:]
+    zero = plane.dtype.type(0)
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+    c0 = c1 = c2 = c3 = d0 = d1 = d2 = d3 = zero
+    for q in range(length):
+        x0, x1, x2, x3 = r0[q], r0[q + 1], r1[q], r1[q + 1]
+        u = ga[q]
+        a0 += u * x0; a1 += u * x1; a2 += u * x2; a3 += u * x3                    # noqa: E702
+        u = gb[q]
+        b0 += u * x0; b1 += u * x1; b2 += u * x2; b3 += u * x3                    # noqa: E702
+        u = gc[q]
+        c0 += u * x0; c1 += u * x1; c2 += u * x2; c3 += u * x3                    # noqa: E702
+        u = gd[q]
+        d0 += u * x0; d1 += u * x1; d2 += u * x2; d3 += u * x3                    # noqa: E702
+    gw = grad_weight
+    gw[o, c, 0, 0] += a0; gw[o, c, 0, 1] += a1; gw[o, c, 1, 0] += a2; gw[o, c, 1, 1] += a3          # noqa: E702
+    gw[o + 1, c, 0, 0] += b0; gw[o + 1, c, 0, 1] += b1; gw[o + 1, c, 1, 0] += b2; gw[o + 1, c, 1, 1] += b3  # noqa
+    gw[o + 2, c, 0, 0] += c0; gw[o + 2, c, 0, 1] += c1; gw[o + 2, c, 1, 0] += c2; gw[o + 2, c, 1, 1] += c3  # noqa
+    gw[o + 3, c, 0, 0] += d0; gw[o + 3, c, 0, 1] += d1; gw[o + 3, c, 1, 0] += d2; gw[o + 3, c, 1, 1] += d3  # noqa
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _weight_taps1_2x2(ga, plane, width, length, grad_weight, o, c):
+    r0 = plane
+    r1 = plane[width:]
+    zero = plane.dtype.type(0)
+    a0 = a1 = a2 = a3 = zero
+    for q in range(length):
+        u = ga[q]
+        a0 += u * r0[q]; a1 += u * r0[q + 1]; a2 += u * r1[q]; a3 += u * r1[q + 1]  # noqa: E702
+    grad_weight[o, c, 0, 0] += a0
+    grad_weight[o, c, 0, 1] += a1
+    grad_weight[o, c, 1, 0] += a2
+    grad_weight[o, c, 1, 1] += a3
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def weight_grad(planes, grads, offset, groups, width, out_h, grad_weight):
     """grad_weight[o, c, i, j] = sum_n sum_q grads[n, o, offset + q] * planes[n, c', q + i * width + j],
-    q < out_h * width, c' the input channel c of o's group.
+    q < out_h * width, c' the input channel c of o's group; 3x3 or 2x2 kernels.
 
     grads holds the output gradient with row pitch `width` and zeros in the columns past
-    the output width (so the flattened sum skips them); planes as for conv3x3."""
+    the output width (so the flattened sum skips them); planes as for conv."""
     out_channels, in_per_group = grad_weight.shape[0], grad_weight.shape[1]
+    three = grad_weight.shape[2] == 3
     out_per_group = out_channels // groups
     length = out_h * width
     grad_weight[:] = 0
     for n in range(planes.shape[0]):          # image outermost: its planes and gradients stay in L2
         for g in range(groups):
             group_end = (g + 1) * out_per_group
-            for o in range(g * out_per_group, group_end, 2):
-                ga = grads[n, o, offset:]
-                if o + 1 < group_end:
-                    gb = grads[n, o + 1, offset:]
+            o = g * out_per_group
+            while o < group_end:
+                if three and o + 1 < group_end:       # 3x3: 2 channels (18 accumulators fill the registers)
                     for c in range(in_per_group):
-                        _weight_taps2(ga, gb, planes[n, g * in_per_group + c], width, length, grad_weight, o, c)
+                        _weight_taps2(grads[n, o, offset:], grads[n, o + 1, offset:],
+                                      planes[n, g * in_per_group + c], width, length, grad_weight, o, c)
+                    o += 2
+                elif not three and o + 3 < group_end:  # 2x2: 4 channels
+                    for c in range(in_per_group):
+                        _weight_taps4_2x2(grads[n], o, offset, planes[n, g * in_per_group + c], width, length,
+                                          grad_weight, c)
+                    o += 4
                 else:
                     for c in range(in_per_group):
-                        _weight_taps1(ga, planes[n, g * in_per_group + c], width, length, grad_weight, o, c)
+                        plane = planes[n, g * in_per_group + c]
+                        if three:
+                            _weight_taps1(grads[n, o, offset:], plane, width, length, grad_weight, o, c)
+                        else:
+                            _weight_taps1_2x2(grads[n, o, offset:], plane, width, length, grad_weight, o, c)
+                    o += 1
+
+
+# ---- stride 2 as stride 1: space-to-depth --------------------------------------------------
+# A stride-2 convolution with a kernel of at most 4x4 is a stride-1 2x2 convolution over
+# the 4 phases of the padded input, xpad[2m + a, 2j + b] for a, b in {0, 1}, stacked as
+# channels c * 4 + a * 2 + b, with weight[o, c, 2u + a, 2v + b] as the 2x2 phase weights.
+# Its input gradient is the matching full 2x2 correlation, put back by depth_to_space.
+
+@njit(cache=True)
+def space_to_depth(x, planes, top, left, rows, width):
+    """planes[n, c * 4 + a * 2 + b, m * width + j] = xpad[n, c, 2m + a, 2j + b] for m < rows,
+    j < width, with xpad = x zero-padded by top rows and left columns. Like pad_planes,
+    only the positions inside x are written: the rest of the reused buffer stays zero."""
+    n_images, channels, height, in_width = x.shape
+    for n in range(n_images):
+        for c in range(channels):
+            for a in range(2):
+                m_lo = max(0, (top - a + 1) // 2)                 # 2m + a - top >= 0
+                m_hi = min(rows, (height - 1 + top - a) // 2 + 1)
+                for b in range(2):
+                    plane = planes[n, c * 4 + a * 2 + b]
+                    j_lo = max(0, (left - b + 1) // 2)
+                    j_hi = min(width, (in_width - 1 + left - b) // 2 + 1)
+                    for m in range(m_lo, m_hi):
+                        source = x[n, c, 2 * m + a - top]
+                        row = plane[m * width:]
+                        for j in range(j_lo, j_hi):
+                            row[j] = source[2 * j + b - left]
+
+
+@njit(cache=True)
+def depth_to_space(phases, top, left, out):
+    """out[n, c, y, x] = phases[n, c * 4 + a * 2 + b, m, j] where y + top = 2m + a and
+    x + left = 2j + b; zero where (m, j) falls outside the phase planes."""
+    n_images, channels, height, width = out.shape
+    rows, columns = phases.shape[2], phases.shape[3]
+    for n in range(n_images):
+        for c in range(channels):
+            for y in range(height):
+                m, a = (y + top) // 2, (y + top) % 2
+                target = out[n, c, y]
+                if m >= rows:
+                    target[:] = 0
+                    continue
+                for x in range(width):
+                    j, b = (x + left) // 2, (x + left) % 2
+                    target[x] = phases[n, c * 4 + a * 2 + b, m, j] if j < columns else 0

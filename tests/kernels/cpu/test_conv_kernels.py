@@ -68,8 +68,7 @@ def run_all(x, weight, bias, stride, padding, dilation, groups):
 
 
 def general_path_only(monkeypatch):
-    monkeypatch.setattr(conv, "_is_direct", lambda *args: False)
-    monkeypatch.setattr(conv, "_is_pointwise", lambda *args: False)
+    monkeypatch.setattr(conv, "_path", lambda *args: "columns")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -78,7 +77,7 @@ def general_path_only(monkeypatch):
     ((1, 4, 6, 7), 6, 2, ((0, 0), (2, 2))),       # groups, 3 channels each (tail only)
     ((2, 3, 5, 4), 8, 1, ((2, 0), (0, 1))),       # asymmetric padding ('same' with even kernels)
     ((1, 6, 4, 4), 6, 6, ((1, 1), (1, 1))),       # depthwise
-    ((1, 2, 3, 1022), 4, 1, ((1, 1), (1, 1))),    # padded width == CHUNK: one row per chunk
+    ((1, 2, 3, 1022), 4, 1, ((1, 1), (1, 1))),    # the widest direct case: one row per chunk
     ((1, 2, 40, 30), 5, 1, ((1, 1), (1, 1))),     # several row chunks
 ])
 def test_direct_3x3_matches_general_path(monkeypatch, shape, out_channels, groups, padding, dtype):
@@ -87,14 +86,42 @@ def test_direct_3x3_matches_general_path(monkeypatch, shape, out_channels, group
     weight = rng.standard_normal((out_channels, shape[1] // groups, 3, 3)).astype(dtype)
     bias = rng.standard_normal(out_channels).astype(dtype)
     args = ((1, 1), padding, (1, 1), groups)
-    width = shape[3] + sum(padding[1])
-    assert conv._is_direct((3, 3), (1, 1), padding, (1, 1), width)     # the path under test is taken
+    out_hw = (shape[2] + sum(padding[0]) - 2, shape[3] + sum(padding[1]) - 2)
+    assert conv._path((3, 3), (1, 1), padding, (1, 1), out_hw) == "direct"    # the path under test is taken
     fast = run_all(x, weight, bias, *args)
     general_path_only(monkeypatch)
     reference = run_all(x, weight, bias, *args)
     tol = 1e-12 if dtype == np.float64 else 2e-5
     for got, expected in zip(fast, reference):
         assert got.dtype == dtype
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, out_channels, groups, padding, out_hw", [
+    ((2, 5, 8, 8), 16, 1, ((1, 1), (1, 1)), None),      # the FCN upsampler's adjoint (k4 s2 p1)
+    ((1, 4, 7, 9), 6, 2, ((0, 2), (1, 0)), None),       # groups, odd sizes, asymmetric padding
+    ((2, 3, 5, 6), 5, 1, ((2, 2), (0, 0)), (6, 7)),     # an input gradient with output_padding rows
+])
+def test_phase_path_matches_general_path(monkeypatch, shape, out_channels, groups, padding, out_hw, dtype):
+    """Stride-2 4x4 kernels run as 2x2 stride-1 convs over the input's space-to-depth phases."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(dtype)
+    weight = rng.standard_normal((out_channels, shape[1] // groups, 4, 4)).astype(dtype)
+    bias = rng.standard_normal(out_channels).astype(dtype)
+    args = ((2, 2), padding, (1, 1), groups)
+    y_hw = tuple(conv.output_size(s, 4, 2, p, 1) for s, p in zip(shape[2:], padding))
+    assert conv._path((4, 4), (2, 2), padding, (1, 1), y_hw) == "phases"
+    fast = list(run_all(x, weight, bias, *args))
+    grad = rng.standard_normal((shape[0], out_channels) + y_hw).astype(dtype)
+    image_hw = out_hw or shape[2:]
+    fast.append(conv.conv_transpose2d(grad, weight, None, *args, image_hw))
+    general_path_only(monkeypatch)
+    reference = list(run_all(x, weight, bias, *args))
+    reference.append(conv.conv_transpose2d(grad, weight, None, *args, image_hw))
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for got, expected in zip(fast, reference):
+        assert got.dtype == dtype and got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
 
 
