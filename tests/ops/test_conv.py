@@ -30,12 +30,12 @@ def _grad_subset(draw, has_bias):
 
 
 @st.composite
-def conv2d_general(draw, kernels=st.integers(1, 5), strides=st.integers(1, 3), max_channels=2):
+def conv2d_general(draw, kernels=st.integers(1, 5), strides=st.integers(1, 3), max_channels=2, dilations=None):
     groups = draw(st.integers(1, 2))
     per_group_in = draw(st.integers(1, max_channels))
     per_group_out = draw(st.integers(1, max_channels))
     kernel = (draw(kernels), draw(kernels))
-    dilation = tuple(_dilation_for(draw, k) for k in kernel)
+    dilation = tuple(_dilation_for(draw, k) if dilations is None else draw(dilations) for k in kernel)
     kind = draw(st.sampled_from(["int", "pair", "same", "valid"]))
     stride = (1, 1) if kind == "same" else (draw(strides), draw(strides))
     if kind == "int":
@@ -112,7 +112,10 @@ def conv_transpose2d_general(draw, kernels=st.integers(1, 5), strides=st.integer
     return Sample((x, weight, bias), kwargs, grad=_grad_subset(draw, bias is not None))
 
 
-CONV2D_SAMPLES = st.one_of(conv2d_general(), conv2d_direct(), conv2d_pointwise())
+CONV2D_SAMPLES = st.one_of(
+    conv2d_general(), conv2d_direct(), conv2d_pointwise(),
+    conv2d_general(kernels=st.sampled_from([3, 4]), strides=st.just(2), dilations=st.just(1), max_channels=5),
+)                                                   # the last: the stride-2 space-to-depth paths
 CONV_TRANSPOSE2D_SAMPLES = st.one_of(
     conv_transpose2d_general(),
     conv_transpose2d_general(kernels=st.just(3), strides=st.just(1)),                    # direct path

@@ -23,7 +23,7 @@ import threading
 
 import numpy as np
 
-from gradflow.kernels.cpu import conv_direct, im2col as columns
+from gradflow.kernels.cpu import conv_direct, conv_stride2, im2col as columns
 
 COLUMN_BYTES = 2 << 20       # im2col buffer per chunk of images (about the L2 size)
 _local = threading.local()
@@ -55,6 +55,10 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
         planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1)
         conv_direct.conv(planes, _phase_weight(weight), _bias_or_zeros(bias, out_channels, x.dtype), groups,
                          out_w + 1, out)
+        return out
+    if path == "stride2":
+        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1).reshape(n, x.shape[1], 4, -1)
+        conv_stride2.conv(planes, weight, _bias_or_zeros(bias, out_channels, x.dtype), groups, out_w + 1, out)
         return out
     cols, chunk, per_group = _columns(x, weight, groups, out_h, out_w)
     w = weight.reshape(groups, out_channels // groups, per_group)
@@ -100,6 +104,12 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
                          groups, in_w + 2, phases)
         conv_direct.depth_to_space(phases, top, left, out)
         return _add_bias(out, bias)
+    if path == "stride2":
+        planes = _padded_planes("grad", x, 1, 1, in_h + 2, in_w + 2)
+        phases = _scratch(("phase_grad",), (n, channels, 4, in_h + 1, in_w + 1), x.dtype)
+        conv_stride2.phase_grad(planes, weight, groups, in_w + 2, phases)
+        conv_direct.depth_to_space(phases.reshape(n, 4 * channels, in_h + 1, in_w + 1), top, left, out)
+        return _add_bias(out, bias)
     cols, chunk, per_group = _columns(out, weight, groups, in_h, in_w)
     out_per_group = weight.shape[0] // groups
     w_t = weight.reshape(groups, out_per_group, per_group).transpose(0, 2, 1)
@@ -140,6 +150,12 @@ def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups
         phase_grad = np.empty((out_channels, 4 * per_group_in, 2, 2), dtype=x.dtype)
         conv_direct.weight_grad(planes, grads, 0, groups, out_w + 1, out_h, phase_grad)
         return _unphase_weight(phase_grad, kernel_h, kernel_w)
+    if path == "stride2":
+        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1).reshape(n, in_channels, 4, -1)
+        grads = _padded_planes("grad_rows", grad_out, 0, 0, out_h, out_w + 1)
+        grad_weight = np.empty(shape, dtype=x.dtype)
+        conv_stride2.weight_grad(planes, grads, groups, out_w + 1, out_h, grad_weight)
+        return grad_weight
     cols, chunk, per_group = _columns(x, np.empty(shape, dtype=x.dtype), groups, out_h, out_w)
     grad_weight = np.zeros((groups, out_channels // groups, per_group), dtype=x.dtype)
     for n0 in range(0, n, chunk):
@@ -169,6 +185,8 @@ def _path(kernel_hw, stride, padding, dilation, out_hw):
         return "direct"
     if kernel_hw in PHASE_KERNELS and stride == (2, 2) and out_hw[1] + 2 <= conv_direct.CHUNK:
         return "phases"
+    if kernel_hw == (3, 3) and stride == (2, 2) and out_hw[1] + 2 <= conv_stride2.PHASE_CHUNK:
+        return "stride2"
     return "columns"
 
 

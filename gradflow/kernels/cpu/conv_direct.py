@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 FASTMATH = {"contract", "reassoc", "nsz"}
-CHUNK = 1024     # accumulator length per output channel: 4 x 1024 float32 = 16 KB, stays in L1
+CHUNK = 2048     # accumulator length per output channel: 4 x 2048 float32 = 32 KB stays in L1; 1024 was 3-12% slower
 
 
 @njit(cache=True)

@@ -77,7 +77,7 @@ def general_path_only(monkeypatch):
     ((1, 4, 6, 7), 6, 2, ((0, 0), (2, 2))),       # groups, 3 channels each (tail only)
     ((2, 3, 5, 4), 8, 1, ((2, 0), (0, 1))),       # asymmetric padding ('same' with even kernels)
     ((1, 6, 4, 4), 6, 6, ((1, 1), (1, 1))),       # depthwise
-    ((1, 2, 3, 1022), 4, 1, ((1, 1), (1, 1))),    # the widest direct case: one row per chunk
+    ((1, 2, 3, 2046), 4, 1, ((1, 1), (1, 1))),    # the widest direct case: one row per chunk
     ((1, 2, 40, 30), 5, 1, ((1, 1), (1, 1))),     # several row chunks
 ])
 def test_direct_3x3_matches_general_path(monkeypatch, shape, out_channels, groups, padding, dtype):
@@ -98,20 +98,23 @@ def test_direct_3x3_matches_general_path(monkeypatch, shape, out_channels, group
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel, path", [(4, "phases"), (3, "stride2")])
 @pytest.mark.parametrize("shape, out_channels, groups, padding, out_hw", [
     ((2, 5, 8, 8), 16, 1, ((1, 1), (1, 1)), None),      # the FCN upsampler's adjoint (k4 s2 p1)
-    ((1, 4, 7, 9), 6, 2, ((0, 2), (1, 0)), None),       # groups, odd sizes, asymmetric padding
+    ((1, 4, 7, 9), 10, 2, ((0, 2), (1, 0)), None),      # groups, odd sizes and counts, asymmetric padding
     ((2, 3, 5, 6), 5, 1, ((2, 2), (0, 0)), (6, 7)),     # an input gradient with output_padding rows
 ])
-def test_phase_path_matches_general_path(monkeypatch, shape, out_channels, groups, padding, out_hw, dtype):
-    """Stride-2 4x4 kernels run as 2x2 stride-1 convs over the input's space-to-depth phases."""
+def test_stride2_paths_match_general_path(monkeypatch, shape, out_channels, groups, padding, out_hw, kernel,
+                                          path, dtype):
+    """Stride-2 kernels on the input's space-to-depth phases: 4x4 as a 2x2 stride-1 conv,
+    3x3 by its own kernels (conv_stride2)."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal(shape).astype(dtype)
-    weight = rng.standard_normal((out_channels, shape[1] // groups, 4, 4)).astype(dtype)
+    weight = rng.standard_normal((out_channels, shape[1] // groups, kernel, kernel)).astype(dtype)
     bias = rng.standard_normal(out_channels).astype(dtype)
     args = ((2, 2), padding, (1, 1), groups)
-    y_hw = tuple(conv.output_size(s, 4, 2, p, 1) for s, p in zip(shape[2:], padding))
-    assert conv._path((4, 4), (2, 2), padding, (1, 1), y_hw) == "phases"
+    y_hw = tuple(conv.output_size(s, kernel, 2, p, 1) for s, p in zip(shape[2:], padding))
+    assert conv._path((kernel, kernel), (2, 2), padding, (1, 1), y_hw) == path
     fast = list(run_all(x, weight, bias, *args))
     grad = rng.standard_normal((shape[0], out_channels) + y_hw).astype(dtype)
     image_hw = out_hw or shape[2:]
