@@ -200,6 +200,8 @@ def _groups(name, groups):
 
 def _pair(name, label, value, minimum):
     """An int or a sequence of 1 or 2 ints as an (h, w) pair of ints >= minimum."""
+    if type(value) is int and value >= minimum:          # the common case, without the ABC checks
+        return value, value
     items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if len(items) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in items):
         raise TypeError(f"{name}: {label} must be an int or a pair of ints, got {value!r}")
