@@ -27,6 +27,7 @@ import threading
 
 import numpy as np
 
+from gradflow.kernels.conv_common import add_bias, pointwise
 from gradflow.kernels.cpu import conv_direct, conv_stride2, im2col as columns
 
 COLUMN_BYTES = 2 << 20       # im2col buffer per chunk of images (about the L2 size)
@@ -47,8 +48,8 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
     path = _path(weight.shape[2:], stride, padding, dilation, (out_h, out_w))
     if path == "pointwise":
         xs = x[:, :, :out_h * stride[0]:stride[0], :out_w * stride[1]:stride[1]]
-        out = _pointwise(xs, weight, groups, transpose=False).reshape(n, out_channels, out_h, out_w)
-        return _add_bias(out, bias)
+        out = pointwise(xs, weight, groups, transpose=False).reshape(n, out_channels, out_h, out_w)
+        return add_bias(out, bias)
     out = np.empty((n, out_channels, out_h, out_w), dtype=x.dtype)
     if path == "direct":
         planes = _padded_planes("x", x, top, left, height + top + bottom, width + left + right)
@@ -73,7 +74,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
                        dilation[0], dilation[1], out_h, out_w, c)
         np.matmul(w, c.reshape(m, groups, per_group, out_h * out_w),
                   out=out[n0:n0 + m].reshape(m, groups, out_channels // groups, out_h * out_w))
-    return _add_bias(out, bias)
+    return add_bias(out, bias)
 
 
 def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw):
@@ -85,12 +86,12 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
     (top, bottom), (left, right) = padding
     path = _path(weight.shape[2:], stride, padding, dilation, (in_h, in_w))
     if path == "pointwise":
-        cols = _pointwise(x, weight, groups, transpose=True).reshape(n, channels, in_h, in_w)
+        cols = pointwise(x, weight, groups, transpose=True).reshape(n, channels, in_h, in_w)
         if stride == (1, 1) and (height, width) == (in_h, in_w):
-            return _add_bias(cols, bias)
+            return add_bias(cols, bias)
         out = np.zeros((n, channels, height, width), dtype=x.dtype)
         out[:, :, :in_h * stride[0]:stride[0], :in_w * stride[1]:stride[1]] = cols
-        return _add_bias(out, bias)
+        return add_bias(out, bias)
     out = np.empty((n, channels, height, width), dtype=x.dtype)
     if path == "direct":
         # input gradient of a stride-1 conv: the same conv over the gradient padded by
@@ -107,13 +108,13 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
         conv_direct.conv(planes, _flip_weight(_phase_weight(weight), groups), np.zeros(4 * channels, x.dtype),
                          groups, in_w + 2, phases)
         conv_direct.depth_to_space(phases, top, left, out)
-        return _add_bias(out, bias)
+        return add_bias(out, bias)
     if path == "stride2":
         planes = _padded_planes("grad", x, 1, 1, in_h + 2, in_w + 2)
         phases = _scratch(("phase_grad",), (n, channels, 4, in_h + 1, in_w + 1), x.dtype)
         conv_stride2.phase_grad(planes, weight, groups, in_w + 2, phases)
         conv_direct.depth_to_space(phases.reshape(n, 4 * channels, in_h + 1, in_w + 1), top, left, out)
-        return _add_bias(out, bias)
+        return add_bias(out, bias)
     cols, chunk, per_group = _columns(out, weight, groups, in_h, in_w)
     out_per_group = weight.shape[0] // groups
     w_t = weight.reshape(groups, out_per_group, per_group).transpose(0, 2, 1)
@@ -124,7 +125,7 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
                   out=c.reshape(m, groups, per_group, in_h * in_w))
         columns.col2im(c, kernel_h, kernel_w, stride[0], stride[1], top, left,
                        dilation[0], dilation[1], in_h, in_w, out[n0:n0 + m])
-    return _add_bias(out, bias)
+    return add_bias(out, bias)
 
 
 def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups):
@@ -194,17 +195,6 @@ def _path(kernel_hw, stride, padding, dilation, out_hw):
     return "columns"
 
 
-def _pointwise(x, weight, groups, transpose):
-    """1x1 convolution as one batched matmul per group: (N, G, C/G, pixels) in, same out."""
-    n = x.shape[0]
-    out_channels, per_group_in = weight.shape[:2]
-    w = weight.reshape(groups, out_channels // groups, per_group_in)
-    if transpose:
-        w = w.transpose(0, 2, 1)
-    x = np.ascontiguousarray(x)
-    return np.matmul(w, x.reshape(n, groups, w.shape[2], -1))
-
-
 def _flip_weight(weight, groups):
     """(O, C/G, K, K) -> (C, O/G, K, K): spatially flipped, input and output channels swapped per group."""
     out_channels, per_group_in, kernel_h, kernel_w = weight.shape
@@ -230,12 +220,6 @@ def _unphase_weight(phase_weight, kernel_h, kernel_w):
 
 def _bias_or_zeros(bias, channels, dtype):
     return np.zeros(channels, dtype=dtype) if bias is None else np.ascontiguousarray(bias)
-
-
-def _add_bias(out, bias):
-    if bias is not None:
-        out += bias.reshape(1, -1, 1, 1)
-    return out
 
 
 # ---- reused buffers --------------------------------------------------------------------

@@ -14,6 +14,7 @@ Under NUMBA_ENABLE_CUDASIM=1 the same code runs on numpy arrays in Numba's simul
 """
 from numba import cuda
 
+from gradflow.kernels.conv_common import add_bias, pointwise
 from gradflow.kernels.cuda import launch
 
 COLUMN_BYTES = 256 << 20     # im2col buffer per chunk of images, to bound device memory
@@ -103,15 +104,15 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
     out_w = output_size(width, kernel_w, stride[1], padding[1], dilation[1])
     if _is_pointwise(weight, padding):
         xs = x[:, :, :out_h * stride[0]:stride[0], :out_w * stride[1]:stride[1]]
-        out = _pointwise(xp, xs, weight, groups, transpose=False)
-        return _add_bias(out.reshape(n, out_channels, out_h, out_w), bias)
+        out = pointwise(xs, weight, groups, transpose=False)
+        return add_bias(out.reshape(n, out_channels, out_h, out_w), bias)
     out = xp.empty((n, out_channels, out_h, out_w), dtype=x.dtype)
     w = weight.reshape(groups, out_channels // groups, -1)
     for n0, m, cols in _column_chunks(xp, x, weight, out_h, out_w):
         im2col(x[n0:n0 + m], (kernel_h, kernel_w), stride, padding, dilation, (out_h, out_w), cols)
         xp.matmul(w, cols.reshape(m, groups, w.shape[2], -1),
                   out=out[n0:n0 + m].reshape(m, groups, out_channels // groups, out_h * out_w))
-    return _add_bias(out, bias)
+    return add_bias(out, bias)
 
 
 def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw):
@@ -122,19 +123,19 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
     channels = per_group_in * groups
     height, width = out_hw
     if _is_pointwise(weight, padding):
-        cols = _pointwise(xp, x, weight, groups, transpose=True).reshape(n, channels, in_h, in_w)
+        cols = pointwise(x, weight, groups, transpose=True).reshape(n, channels, in_h, in_w)
         if stride == (1, 1) and (height, width) == (in_h, in_w):
-            return _add_bias(cols, bias)
+            return add_bias(cols, bias)
         out = xp.zeros((n, channels, height, width), dtype=x.dtype)
         out[:, :, :in_h * stride[0]:stride[0], :in_w * stride[1]:stride[1]] = cols
-        return _add_bias(out, bias)
+        return add_bias(out, bias)
     out = xp.empty((n, channels, height, width), dtype=x.dtype)
     w_t = weight.reshape(groups, out_channels // groups, -1).transpose(0, 2, 1)
     for n0, m, cols in _column_chunks(xp, out, weight, in_h, in_w):
         g = x[n0:n0 + m].reshape(m, groups, out_channels // groups, in_h * in_w)
         xp.matmul(w_t, g, out=cols.reshape(m, groups, w_t.shape[1], in_h * in_w))
         col2im(cols, (kernel_h, kernel_w), stride, padding, dilation, (in_h, in_w), out[n0:n0 + m])
-    return _add_bias(out, bias)
+    return add_bias(out, bias)
 
 
 def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups):
@@ -159,22 +160,6 @@ def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups
 
 def _is_pointwise(weight, padding):
     return tuple(weight.shape[2:]) == (1, 1) and padding == ((0, 0), (0, 0))
-
-
-def _pointwise(xp, x, weight, groups, transpose):
-    n = x.shape[0]
-    out_channels, per_group_in = weight.shape[:2]
-    w = weight.reshape(groups, out_channels // groups, per_group_in)
-    if transpose:
-        w = w.transpose(0, 2, 1)
-    x = xp.ascontiguousarray(x)
-    return xp.matmul(w, x.reshape(n, groups, w.shape[2], -1))
-
-
-def _add_bias(out, bias):
-    if bias is not None:
-        out += bias.reshape(1, -1, 1, 1)
-    return out
 
 
 def _column_chunks(xp, image, weight, out_h, out_w):
