@@ -122,7 +122,6 @@ def assert_close(got, expected, rtol, what):
 
 def op_tests(ops):
     """Three parametrized tests over the table: gradcheck, torch comparison, error inputs."""
-    ids = [info.name for info in ops]
 
     @pytest.mark.parametrize("info", [o for o in ops if o.gradcheck], ids=[o.name for o in ops if o.gradcheck])
     @given(data=st.data())

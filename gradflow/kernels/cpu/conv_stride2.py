@@ -7,7 +7,6 @@ flattened-plane kernels as conv_direct apply (see there for why they are fast), 
 9 taps spread over 4 planes and every tap doing real work. Running the phases through the
 2x2 kernel instead multiplies 7 of 16 taps by zero: measured 20% slower than im2col.
 """
-import numpy as np
 from numba import njit
 
 from gradflow.kernels.cpu.conv_direct import CHUNK, FASTMATH, _aligned_empty
