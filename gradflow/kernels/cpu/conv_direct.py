@@ -138,28 +138,34 @@ def conv(planes, weight, bias, groups, width, out):
 @njit(cache=True, fastmath=FASTMATH)
 def _conv_bands(planes, weight, bias, groups, width, rows, channels, out):
     """conv for output rows [0, rows) and the first `channels` channels of each group
-    (both multiples of 4), a band of 4 rows x 4 channels at a time (3x3 only)."""
+    (both multiples of 4), a band of 4 rows x 4 channels at a time (3x3 only). A chunk
+    is up to SLAB // out_w bands: a few rows of one image, or several small images
+    (16x16 at batch 8: one call per 8 images instead of per image, 20% faster)."""
     n_images, out_w = out.shape[0], out.shape[3]
     in_per_group = weight.shape[1]
     out_per_group = out.shape[1] // groups
     bands_per_chunk = SLAB // out_w
+    images_per_chunk = max(1, bands_per_chunk // (rows // 4))
     acc = _aligned_empty(16 * SLAB, planes.dtype)
-    for n in range(n_images):
+    for n0 in range(0, n_images, images_per_chunk):
+        images = min(images_per_chunk, n_images - n0)
         for y0 in range(0, rows, 4 * bands_per_chunk):    # a few bands: their planes stay in L2 for all channels
             bands = min(bands_per_chunk, (rows - y0) // 4)
-            length = bands * out_w
+            length = images * bands * out_w
             for g in range(groups):
                 first = g * out_per_group
                 for o in range(first, first + channels, 4):
                     for slab in range(16):
                         acc[slab * SLAB:slab * SLAB + length] = bias[o + slab // 4]
                     for c in range(in_per_group):
-                        _taps4x4(planes[n, g * in_per_group + c], weight, o, c, y0 * width, width, out_w, bands, acc)
-                    for k in range(4):
-                        for band in range(bands):
-                            for r in range(4):
-                                begin = (4 * k + r) * SLAB + band * out_w
-                                out[n, o + k, y0 + 4 * band + r, :] = acc[begin:begin + out_w]
+                        _taps4x4(planes, g * in_per_group + c, weight, o, c, n0, images, y0 * width, width, out_w,
+                                 bands, acc)
+                    for image in range(images):
+                        for k in range(4):
+                            for band in range(bands):
+                                for r in range(4):
+                                    begin = (4 * k + r) * SLAB + (image * bands + band) * out_w
+                                    out[n0 + image, o + k, y0 + 4 * band + r, :] = acc[begin:begin + out_w]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -173,7 +179,7 @@ def _conv_flat(planes, weight, bias, groups, width, row_begin, row_end, channel_
     rows_per_chunk = CHUNK // width
     acc = _aligned_empty(4 * CHUNK, planes.dtype)
     for n in range(n_images):
-        for y0 in range(row_begin, row_end, rows_per_chunk):       # a few rows: their planes stay in L2 for all channels
+        for y0 in range(row_begin, row_end, rows_per_chunk):   # a few rows: their planes stay in L2
             rows = min(rows_per_chunk, row_end - y0)
             length = rows * width
             start = y0 * width
@@ -202,9 +208,11 @@ def _conv_flat(planes, weight, bias, groups, width, row_begin, row_end, channel_
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _taps4x4(plane, weight, o, c, start, width, out_w, bands, acc):
-    """acc[(4k + r) * SLAB + band * out_w + x] += sum_ij weight[o + k, c, i, j] * plane[top + (r + i) * width + x + j]
-    with top = start + 4 * band * width, for k, r < 4, band < bands, x < out_w."""
+def _taps4x4(planes, channel, weight, o, c, first_image, images, start, width, out_w, bands, acc):
+    """acc[(4k + r) * SLAB + (m * bands + band) * out_w + x]
+        += sum_ij weight[o + k, c, i, j] * plane[top + (r + i) * width + x + j]
+    with plane = planes[first_image + m, channel], top = start + 4 * band * width,
+    for k, r < 4, m < images, band < bands, x < out_w: 4 channels x 4 rows per pass."""
     w = weight
     a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
     a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
@@ -218,54 +226,56 @@ def _taps4x4(plane, weight, o, c, start, width, out_w, bands, acc):
     d0, d1, d2 = w[o + 3, c, 0, 0], w[o + 3, c, 0, 1], w[o + 3, c, 0, 2]
     d3, d4, d5 = w[o + 3, c, 1, 0], w[o + 3, c, 1, 1], w[o + 3, c, 1, 2]
     d6, d7, d8 = w[o + 3, c, 2, 0], w[o + 3, c, 2, 1], w[o + 3, c, 2, 2]
-    for band in range(bands):
-        top = start + 4 * band * width
-        r0 = plane[top:]
-        r1 = plane[top + 1 * width:]
-        r2 = plane[top + 2 * width:]
-        r3 = plane[top + 3 * width:]
-        r4 = plane[top + 4 * width:]
-        r5 = plane[top + 5 * width:]
-        block = acc[band * out_w:]
-        for x in range(out_w):
-            x00, x01, x02 = r0[x], r0[x + 1], r0[x + 2]
-            x10, x11, x12 = r1[x], r1[x + 1], r1[x + 2]
-            x20, x21, x22 = r2[x], r2[x + 1], r2[x + 2]
-            x30, x31, x32 = r3[x], r3[x + 1], r3[x + 2]
-            x40, x41, x42 = r4[x], r4[x + 1], r4[x + 2]
-            x50, x51, x52 = r5[x], r5[x + 1], r5[x + 2]
-            block[x] += (a0 * x00 + a1 * x01 + a2 * x02 + a3 * x10 + a4 * x11
-                         + a5 * x12 + a6 * x20 + a7 * x21 + a8 * x22)
-            block[x + SLAB] += (a0 * x10 + a1 * x11 + a2 * x12 + a3 * x20 + a4 * x21
-                                + a5 * x22 + a6 * x30 + a7 * x31 + a8 * x32)
-            block[x + 2 * SLAB] += (a0 * x20 + a1 * x21 + a2 * x22 + a3 * x30 + a4 * x31
-                                    + a5 * x32 + a6 * x40 + a7 * x41 + a8 * x42)
-            block[x + 3 * SLAB] += (a0 * x30 + a1 * x31 + a2 * x32 + a3 * x40 + a4 * x41
-                                    + a5 * x42 + a6 * x50 + a7 * x51 + a8 * x52)
-            block[x + 4 * SLAB] += (b0 * x00 + b1 * x01 + b2 * x02 + b3 * x10 + b4 * x11
-                                    + b5 * x12 + b6 * x20 + b7 * x21 + b8 * x22)
-            block[x + 5 * SLAB] += (b0 * x10 + b1 * x11 + b2 * x12 + b3 * x20 + b4 * x21
-                                    + b5 * x22 + b6 * x30 + b7 * x31 + b8 * x32)
-            block[x + 6 * SLAB] += (b0 * x20 + b1 * x21 + b2 * x22 + b3 * x30 + b4 * x31
-                                    + b5 * x32 + b6 * x40 + b7 * x41 + b8 * x42)
-            block[x + 7 * SLAB] += (b0 * x30 + b1 * x31 + b2 * x32 + b3 * x40 + b4 * x41
-                                    + b5 * x42 + b6 * x50 + b7 * x51 + b8 * x52)
-            block[x + 8 * SLAB] += (c0 * x00 + c1 * x01 + c2 * x02 + c3 * x10 + c4 * x11
-                                    + c5 * x12 + c6 * x20 + c7 * x21 + c8 * x22)
-            block[x + 9 * SLAB] += (c0 * x10 + c1 * x11 + c2 * x12 + c3 * x20 + c4 * x21
-                                    + c5 * x22 + c6 * x30 + c7 * x31 + c8 * x32)
-            block[x + 10 * SLAB] += (c0 * x20 + c1 * x21 + c2 * x22 + c3 * x30 + c4 * x31
-                                     + c5 * x32 + c6 * x40 + c7 * x41 + c8 * x42)
-            block[x + 11 * SLAB] += (c0 * x30 + c1 * x31 + c2 * x32 + c3 * x40 + c4 * x41
-                                     + c5 * x42 + c6 * x50 + c7 * x51 + c8 * x52)
-            block[x + 12 * SLAB] += (d0 * x00 + d1 * x01 + d2 * x02 + d3 * x10 + d4 * x11
-                                     + d5 * x12 + d6 * x20 + d7 * x21 + d8 * x22)
-            block[x + 13 * SLAB] += (d0 * x10 + d1 * x11 + d2 * x12 + d3 * x20 + d4 * x21
-                                     + d5 * x22 + d6 * x30 + d7 * x31 + d8 * x32)
-            block[x + 14 * SLAB] += (d0 * x20 + d1 * x21 + d2 * x22 + d3 * x30 + d4 * x31
-                                     + d5 * x32 + d6 * x40 + d7 * x41 + d8 * x42)
-            block[x + 15 * SLAB] += (d0 * x30 + d1 * x31 + d2 * x32 + d3 * x40 + d4 * x41
-                                     + d5 * x42 + d6 * x50 + d7 * x51 + d8 * x52)
+    for image in range(images):
+        plane = planes[first_image + image, channel]
+        for band in range(bands):
+            top = start + 4 * band * width
+            r0 = plane[top:]
+            r1 = plane[top + 1 * width:]
+            r2 = plane[top + 2 * width:]
+            r3 = plane[top + 3 * width:]
+            r4 = plane[top + 4 * width:]
+            r5 = plane[top + 5 * width:]
+            block = acc[(image * bands + band) * out_w:]
+            for x in range(out_w):
+                x00, x01, x02 = r0[x], r0[x + 1], r0[x + 2]
+                x10, x11, x12 = r1[x], r1[x + 1], r1[x + 2]
+                x20, x21, x22 = r2[x], r2[x + 1], r2[x + 2]
+                x30, x31, x32 = r3[x], r3[x + 1], r3[x + 2]
+                x40, x41, x42 = r4[x], r4[x + 1], r4[x + 2]
+                x50, x51, x52 = r5[x], r5[x + 1], r5[x + 2]
+                block[x] += (a0 * x00 + a1 * x01 + a2 * x02 + a3 * x10 + a4 * x11
+                             + a5 * x12 + a6 * x20 + a7 * x21 + a8 * x22)
+                block[x + SLAB] += (a0 * x10 + a1 * x11 + a2 * x12 + a3 * x20 + a4 * x21
+                                    + a5 * x22 + a6 * x30 + a7 * x31 + a8 * x32)
+                block[x + 2 * SLAB] += (a0 * x20 + a1 * x21 + a2 * x22 + a3 * x30 + a4 * x31
+                                        + a5 * x32 + a6 * x40 + a7 * x41 + a8 * x42)
+                block[x + 3 * SLAB] += (a0 * x30 + a1 * x31 + a2 * x32 + a3 * x40 + a4 * x41
+                                        + a5 * x42 + a6 * x50 + a7 * x51 + a8 * x52)
+                block[x + 4 * SLAB] += (b0 * x00 + b1 * x01 + b2 * x02 + b3 * x10 + b4 * x11
+                                        + b5 * x12 + b6 * x20 + b7 * x21 + b8 * x22)
+                block[x + 5 * SLAB] += (b0 * x10 + b1 * x11 + b2 * x12 + b3 * x20 + b4 * x21
+                                        + b5 * x22 + b6 * x30 + b7 * x31 + b8 * x32)
+                block[x + 6 * SLAB] += (b0 * x20 + b1 * x21 + b2 * x22 + b3 * x30 + b4 * x31
+                                        + b5 * x32 + b6 * x40 + b7 * x41 + b8 * x42)
+                block[x + 7 * SLAB] += (b0 * x30 + b1 * x31 + b2 * x32 + b3 * x40 + b4 * x41
+                                        + b5 * x42 + b6 * x50 + b7 * x51 + b8 * x52)
+                block[x + 8 * SLAB] += (c0 * x00 + c1 * x01 + c2 * x02 + c3 * x10 + c4 * x11
+                                        + c5 * x12 + c6 * x20 + c7 * x21 + c8 * x22)
+                block[x + 9 * SLAB] += (c0 * x10 + c1 * x11 + c2 * x12 + c3 * x20 + c4 * x21
+                                        + c5 * x22 + c6 * x30 + c7 * x31 + c8 * x32)
+                block[x + 10 * SLAB] += (c0 * x20 + c1 * x21 + c2 * x22 + c3 * x30 + c4 * x31
+                                         + c5 * x32 + c6 * x40 + c7 * x41 + c8 * x42)
+                block[x + 11 * SLAB] += (c0 * x30 + c1 * x31 + c2 * x32 + c3 * x40 + c4 * x41
+                                         + c5 * x42 + c6 * x50 + c7 * x51 + c8 * x52)
+                block[x + 12 * SLAB] += (d0 * x00 + d1 * x01 + d2 * x02 + d3 * x10 + d4 * x11
+                                         + d5 * x12 + d6 * x20 + d7 * x21 + d8 * x22)
+                block[x + 13 * SLAB] += (d0 * x10 + d1 * x11 + d2 * x12 + d3 * x20 + d4 * x21
+                                         + d5 * x22 + d6 * x30 + d7 * x31 + d8 * x32)
+                block[x + 14 * SLAB] += (d0 * x20 + d1 * x21 + d2 * x22 + d3 * x30 + d4 * x31
+                                         + d5 * x32 + d6 * x40 + d7 * x41 + d8 * x42)
+                block[x + 15 * SLAB] += (d0 * x30 + d1 * x31 + d2 * x32 + d3 * x40 + d4 * x41
+                                         + d5 * x42 + d6 * x50 + d7 * x51 + d8 * x52)
 
 
 @njit(cache=True, fastmath=FASTMATH)

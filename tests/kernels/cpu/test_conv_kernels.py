@@ -81,6 +81,7 @@ def general_path_only(monkeypatch):
     ((1, 2, 40, 30), 5, 1, ((1, 1), (1, 1))),     # several row chunks
     ((2, 8, 9, 16), 10, 2, ((1, 1), (1, 1))),     # 4x4 bands (width a vector multiple) + row and channel tails
     ((1, 4, 70, 32), 8, 2, ((1, 1), (1, 1))),     # bands over two chunks, the second partial, + 2 tail rows
+    ((3, 4, 32, 32), 4, 1, ((1, 1), (1, 1))),     # 2 whole images per chunk of bands, then 1
 ])
 def test_direct_3x3_matches_general_path(monkeypatch, shape, out_channels, groups, padding, dtype):
     rng = np.random.default_rng(1)
@@ -185,7 +186,8 @@ def test_direct_kernel_is_vectorised():
     assert re.search(r"vfmadd\d+ps\s+[^\n]*%[yz]mm", asm), "no packed FMA in the direct 3x3 kernel"
     taps4x4 = numba.njit(fastmath=conv_direct.FASTMATH)(conv_direct._taps4x4.py_func)
     acc = np.zeros(16 * conv_direct.SLAB, dtype=np.float32)
-    taps4x4(np.zeros(8 * 18 + 2, dtype=np.float32), np.ones((4, 1, 3, 3), dtype=np.float32), 0, 0, 0, 18, 16, 1, acc)
+    taps4x4(np.zeros((1, 1, 8 * 18 + 2), dtype=np.float32), 0, np.ones((4, 1, 3, 3), dtype=np.float32), 0, 0,
+            0, 1, 0, 18, 16, 1, acc)
     assert acc.sum() == 0
     asm = "".join(taps4x4.inspect_asm().values())
     assert re.search(r"vfmadd\d+ps\s+[^\n]*%[yz]mm", asm), "no packed FMA in the banded 3x3 kernel"
