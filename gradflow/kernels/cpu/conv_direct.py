@@ -44,14 +44,20 @@ SLAB = 512       # _taps4x4 accumulator per (channel, row of the band): 16 x 512
 
 @njit(cache=True)
 def pad_planes(x, planes, top, left, width):
-    """planes[n, c, (y + top) * width + left + x] = x[n, c, y, x]; nothing else is written.
+    """planes[n // k, c, (n % k) * slot + (y + top) * width + left + x] = x[n, c, y, x], with
+    k = N / len(planes) images side by side per plane and slot = planes.shape[2] / k
+    (k = 1: one padded plane per image); nothing else is written.
 
     The caller zeroes `planes` once: the border is never written, so a reused buffer
     stays a correctly zero-padded copy."""
     n_images, channels, height, in_width = x.shape
+    if n_images == 0:
+        return
+    images = n_images // planes.shape[0]
+    slot = planes.shape[2] // images
     for n in range(n_images):
         for c in range(channels):
-            plane = planes[n, c]
+            plane = planes[n // images, c, (n % images) * slot:]
             for y in range(height):
                 row = plane[(y + top) * width + left:]
                 source = x[n, c, y]
@@ -399,16 +405,16 @@ def _weight_taps1_2x2(ga, plane, width, length, grad_weight, o, c):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def weight_grad(planes, grads, offset, groups, width, out_h, grad_weight):
+def weight_grad(planes, grads, offset, groups, width, length, grad_weight):
     """grad_weight[o, c, i, j] = sum_n sum_q grads[n, o, offset + q] * planes[n, c', q + i * width + j],
-    q < out_h * width, c' the input channel c of o's group; 3x3 or 2x2 kernels.
+    q < length, c' the input channel c of o's group; 3x3 or 2x2 kernels.
 
-    grads holds the output gradient with row pitch `width` and zeros in the columns past
-    the output width (so the flattened sum skips them); planes as for conv."""
+    grads holds the output gradient with row pitch `width` and zeros wherever q is not an
+    output pixel (the columns past the output width; with several images side by side
+    per plane, the rows between them), so the flattened sum skips those; planes as for conv."""
     out_channels, in_per_group = grad_weight.shape[0], grad_weight.shape[1]
     three = grad_weight.shape[2] == 3
     out_per_group = out_channels // groups
-    length = out_h * width
     grad_weight[:] = 0
     for n in range(planes.shape[0]):          # image outermost: its planes and gradients stay in L2
         for g in range(groups):
