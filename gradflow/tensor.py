@@ -222,7 +222,7 @@ class Tensor:
         value = value.data if isinstance(value, Tensor) else value
         if hasattr(value, "shape"):
             value = backend.to_device(value, self.device)
-        self.data[_raw_index(index)] = value
+        self.data[raw_index(index)] = value
 
     # ---- operators ------------------------------------------------------------------
     def __add__(self, other):
@@ -413,7 +413,8 @@ def _ew():
     return elementwise
 
 
-def _raw_index(index):
+def raw_index(index):
+    """An index with its Tensors replaced by their arrays."""
     if isinstance(index, Tensor):
         return index.data
     if isinstance(index, tuple):

@@ -4,7 +4,7 @@ import numpy as np
 from gradflow import backend
 from gradflow.autograd import Function
 from gradflow.ops.reduce import normalize_dims
-from gradflow.tensor import Tensor
+from gradflow.tensor import Tensor, raw_index
 
 
 def _dims_arg(dims):
@@ -171,10 +171,7 @@ def expand(x, *shape):
 
 
 def getitem(x, index):
-    if isinstance(index, Tensor):
-        index = index.data
-    elif isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    index = raw_index(index)
     if isinstance(index, list):
         index = np.asarray(index)
     if isinstance(index, tuple) and any(hasattr(i, "shape") for i in index) and \
