@@ -2,7 +2,7 @@
 
     train_step(model, criterion, optimizer, images, masks)   # one update; the place to change how a step runs
     train_one_epoch(run)                                      # a Trainer's epoch, resumable at any step
-    evaluate(model, loader, criterion, num_classes)           # validation metrics and mean loss
+    evaluate(model, loader, criterion, task)                  # validation metrics and mean loss
 
 The Trainer (models/trainer.py) owns a run's state and calls these; models/cli.py
 is the command line (`main`).
@@ -18,8 +18,6 @@ import time
 import gradflow as gf
 import gradflow.nn
 from gradflow import backend
-from gradflow.data import IGNORE_INDEX
-from gradflow.metrics import ConfusionMatrix
 from models.utils import NonFiniteError, first_nonfinite, nonfinite_culprit, progress_bar
 
 
@@ -67,8 +65,9 @@ def train_one_epoch(run):
     run.model.train()
     run.loader.set_epoch(run.epoch)
     bar = progress_bar(cfg.progress, steps, run.step, f"epoch {run.epoch + 1}/{cfg.epochs}")
-    cm = ConfusionMatrix(run.num_classes, ignore_index=IGNORE_INDEX)
-    cm.matrix[...] = stats["confusion"]
+    metric = run.task.metric()
+    metric.matrix[...] = stats["confusion"]
+    monitor = run.task.monitor
     started = time.perf_counter() - stats["seconds"]
     for images, masks in run.loader:
         try:
@@ -77,7 +76,7 @@ def train_one_epoch(run):
             raise NonFiniteError(_where_it_broke(run, exc)) from None
         if run.scheduler_mode == "iteration":
             run.scheduler.step()
-        cm.update(logits, masks)
+        metric.update(logits, masks)
         del logits
         run.step += 1
         run.global_step += 1
@@ -86,16 +85,16 @@ def train_one_epoch(run):
         stats["steps"] += 1
         stats["images"] += images.shape[0]
         stats["seconds"] = time.perf_counter() - started
-        stats["confusion"] = cm.matrix
+        stats["confusion"] = metric.matrix
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", mIoU=f"{cm.compute()['miou']:.3f}",
+            bar.set_postfix(loss=f"{loss_value:.4f}", **{monitor: f"{metric.compute()[monitor]:.3f}"},
                             img_s=f"{stats['images'] / max(stats['seconds'], 1e-9):.1f}", refresh=False)
         if cfg.ckpt_every and run.global_step % cfg.ckpt_every == 0 and run.step < steps:
             run.save("last.ckpt")
     if bar is not None:
         bar.close()
-    return cm.compute()
+    return metric.compute()
 
 
 def _where_it_broke(run, exc):
@@ -106,29 +105,30 @@ def _where_it_broke(run, exc):
             f"before the update; {saved}. Lower --lr or set --clip-grad.")
 
 
-def evaluate(model, loader, criterion, num_classes):
-    """Validation metrics (pixel/mean accuracy, per-class IoU, mIoU) and the loss, averaged over samples."""
+def evaluate(model, loader, criterion, task):
+    """Validation metrics (pixel/mean accuracy, per-class IoU, mIoU; binary: also foreground IoU and
+    Dice) and the loss, averaged over samples."""
     was_training = model.training
     model.eval()
-    cm = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
+    metric = task.metric()
     loss_sum, samples = 0.0, 0
     with gf.no_grad():
         for images, masks in loader:
             logits = model(images)
             loss_sum += float(criterion(logits, masks).item()) * images.shape[0]
             samples += images.shape[0]
-            cm.update(logits, masks)
+            metric.update(logits, masks)
     model.train(was_training)
-    metrics = cm.compute()
+    metrics = metric.compute()
     metrics["loss"] = loss_sum / max(samples, 1)
     return metrics
 
 
-def predict(model, images):
+def predict(model, images, task):
     """Class ids (N, H, W) numpy for a batch Tensor of images."""
     was_training = model.training
     model.eval()
     with gf.no_grad():
-        ids = backend.to_numpy(model(images).data.argmax(axis=1))
+        ids = backend.to_numpy(task.predictions(model(images).data))
     model.train(was_training)
     return ids

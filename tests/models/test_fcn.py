@@ -111,7 +111,7 @@ def test_unet_state_dict_keys_and_skip_concat():
 
 # ---- training end to end -------------------------------------------------------------------------
 def test_loss_falls(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, epochs=6, train_size=8, lr=1e-2, augment=False, scheduler="none"),
+    trainer = Trainer(tiny_config(tmp_path, epochs=6, train_size=8, lr=1e-2, augment="none", scheduler="none"),
                       log=lambda *_: None)
     history = trainer.fit()
     first, last = history[0]["train_loss"], history[-1]["train_loss"]
