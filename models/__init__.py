@@ -7,7 +7,10 @@
 Modules, by concern (the shape of torchvision's reference scripts):
   fcn, unet, layers   the networks and their conv-norm-ReLU blocks
   config              Config (one field per option), the choices, each model's default recipe
-  factories           model, device, data, augmentation, loss, optimizer, scheduler from a Config
+  factories           model, device, data, optimizer, scheduler from a Config
+  task                C softmax classes or one binary sigmoid channel; 0/255 masks; metrics per task
+  losses              --loss ce|bce|dice|bce+dice and --class-weights
+  presets             --augment none|light|strong
   train               the engine: train_step, train_one_epoch, evaluate, predict
   trainer             Trainer: a run's state, checkpoints, the epoch loop, run artefacts
   checkpoints         what a checkpoint holds besides weights; loading one back
