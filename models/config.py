@@ -12,7 +12,7 @@ SCHEDULERS = ("none", "step", "cosine", "plateau")
 # U-Net: width 8 costs about what the width-16 FCN does per image (its decoder works at full resolution);
 # Adam with the plateau schedule, and epochs of 4000 images so the schedule sees a validation score often.
 RECIPES = {"fcn": {}, "unet": {"width": 8, "optimizer": "adam", "lr": 3e-3, "weight_decay": 0.0,
-                               "scheduler": "plateau", "train_size": 4000, "epochs": 12}}
+                               "scheduler": "plateau", "train_size": 4000, "epochs": 10}}
 
 
 @dataclasses.dataclass
