@@ -68,7 +68,12 @@ class Tensor:
         return tuple(self.data.shape)
 
     def size(self, dim=None):
-        return self.shape if dim is None else self.shape[dim]
+        if dim is None:
+            return self.shape
+        from gradflow.ops.reduce import normalize_dim
+        if self.ndim == 0:
+            raise IndexError(f"size: dim {dim} given but the tensor has no dimensions")
+        return self.shape[normalize_dim(dim, self.ndim, "size")]
 
     @property
     def dtype(self):
