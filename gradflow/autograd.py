@@ -6,6 +6,7 @@ returns an array or a tuple of arrays; ``backward(ctx, *grads)`` receives one
 gradient array per output and returns one gradient (or None) per forward argument.
 """
 import contextlib
+import os
 import threading
 
 from gradflow import backend
@@ -30,6 +31,32 @@ def _grad_mode(mode):
         yield
     finally:
         set_grad_enabled(previous)
+
+
+# Debug mode: extra checks in backward() that cost a little time. GRADFLOW_DEBUG=1 turns
+# it on at import; the test suite runs with it on.
+_debug = os.environ.get("GRADFLOW_DEBUG", "0") not in ("", "0")
+
+
+def is_debug_enabled():
+    return _debug
+
+
+def set_debug(mode):
+    """In debug mode, a backward that returns None for an input that requires grad is an
+    error (naming the op and the input) instead of silently counting as a zero gradient."""
+    global _debug
+    _debug = bool(mode)
+
+
+@contextlib.contextmanager
+def debug_mode(mode=True):
+    previous = is_debug_enabled()
+    set_debug(mode)
+    try:
+        yield
+    finally:
+        set_debug(previous)
 
 
 class no_grad(contextlib.ContextDecorator):
@@ -203,6 +230,8 @@ def backward(tensors, grad_tensors, retain_graph=False):
                 raise RuntimeError(
                     f"{ctx.function.__name__}.backward returned {len(input_grads)} gradients "
                     f"for {len(ctx.edges)} forward arguments")
+            if _debug:
+                _check_no_missing_grad(ctx, input_grads)
             if not retain_graph:
                 ctx.free()
             for edge, g in zip(ctx.edges, input_grads):
@@ -215,6 +244,15 @@ def backward(tensors, grad_tensors, retain_graph=False):
                 else:
                     _check_grad_shape(ctx, g, edge.shape)
                     edge._accumulate(g)
+
+
+def _check_no_missing_grad(ctx, input_grads):
+    for i, (edge, g) in enumerate(zip(ctx.edges, input_grads)):
+        if edge is not None and g is None:
+            raise RuntimeError(
+                f"{ctx.function.__name__}.backward returned None for input {i}, which requires grad "
+                f"(shape {edge[2] if type(edge) is tuple else edge.shape}): its gradient would be "
+                "silently dropped (debug mode check)")
 
 
 def _check_grad_shape(ctx, g, shape):

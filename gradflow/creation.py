@@ -2,13 +2,13 @@
 import numpy as np
 
 from gradflow import backend, random
-from gradflow.tensor import Tensor, float32, int64
+from gradflow.tensor import Tensor, check_numeric_data, check_numeric_dtype, float32, int64
 
 
-def _default_dtype_for(data):
-    if isinstance(data, (np.ndarray, np.generic)) or backend.is_cuda_array(data):
+def _default_dtype_for(data, array):
+    """ndarrays keep their dtype; Python floats become float32 and ints int64, as in PyTorch."""
+    if isinstance(data, (np.ndarray, np.generic)):
         return data.dtype
-    array = np.asarray(data)
     if array.dtype.kind == "f":
         return float32
     if array.dtype.kind in "iu":
@@ -20,11 +20,19 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     """A new leaf tensor. ndarrays keep their dtype; Python floats/lists become float32."""
     if isinstance(data, Tensor):
         data = data.data
-    dtype = np.dtype(dtype) if dtype is not None else _default_dtype_for(data)
+    if not backend.is_cuda_array(data):
+        array = np.asarray(data)
+        check_numeric_data(array)    # before any cast: numpy would parse "1.5" as a float
+        dtype = np.dtype(dtype) if dtype is not None else _default_dtype_for(data, array)
+        data = array
+    elif dtype is None:
+        dtype = data.dtype
+    dtype = np.dtype(dtype)
+    check_numeric_dtype(dtype)
     device = backend.check_device(device) if device is not None else (
         backend.device_of(data) if backend.is_cuda_array(data) else backend.default_device())
     xp = backend.xp_for(device)
-    array = backend.to_device(np.asarray(data) if not backend.is_cuda_array(data) else data, device)
+    array = backend.to_device(data, device)
     array = xp.array(array, dtype=dtype, copy=True)
     return Tensor(array, requires_grad=requires_grad)
 
@@ -51,7 +59,9 @@ def _shape(size):
 def _make(fill, size, dtype, device, requires_grad):
     device = backend.check_device(device)
     xp = backend.xp_for(device)
-    array = fill(xp, _shape(size), np.dtype(dtype or float32))
+    dtype = np.dtype(dtype or float32)
+    check_numeric_dtype(dtype)
+    array = fill(xp, _shape(size), dtype)
     return Tensor(array, requires_grad=requires_grad)
 
 

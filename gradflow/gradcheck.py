@@ -47,10 +47,18 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     for i in checked:
         inputs[i].grad = None
     differentiable = [(o, v) for o, v in zip(outputs, cotangents) if o.requires_grad]
-    if differentiable:
-        from gradflow import autograd
-        autograd.backward([o for o, _ in differentiable],
-                          [backend.to_device(v, o.device) for o, v in differentiable])
+    if not differentiable:
+        # nothing to check: every analytic gradient would be "zero" by default, which
+        # would pass for any function whose numeric gradient happens to vanish too
+        raise GradcheckError(
+            "gradcheck: fn has no differentiable output (no floating point output requires grad); "
+            "it returned " + ", ".join(f"{type(o).__name__}"
+                                       + (f"(dtype {o.dtype}, requires_grad={o.requires_grad})"
+                                          if isinstance(o, Tensor) else "")
+                                       for o in _outputs(fn(*inputs))))
+    from gradflow import autograd
+    autograd.backward([o for o, _ in differentiable],
+                      [backend.to_device(v, o.device) for o, v in differentiable])
 
     for i in checked:
         x = inputs[i]

@@ -11,6 +11,22 @@ int32 = np.dtype("int32")
 uint8 = np.dtype("uint8")
 bool_ = np.dtype("bool")
 
+_NUMERIC_KINDS = "biuf"   # bool, signed/unsigned integer, float
+
+
+def check_numeric_dtype(dtype, what="tensor"):
+    """Strings, bytes and Python objects are not tensor data (PyTorch refuses them too)."""
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"{what}: dtype {dtype} is not supported; a tensor holds bool, integer or "
+                        "floating point numbers")
+
+
+def check_numeric_data(array):
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        kind = "strings" if array.dtype.kind in "US" else "Python objects"
+        raise TypeError(f"tensor: cannot make a tensor of {kind} (array dtype {array.dtype}); "
+                        "data must be numbers, bools, or nested sequences of them")
+
 
 class Tensor:
     __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_out_index", "__weakref__")
@@ -21,6 +37,7 @@ class Tensor:
             data = data.data
         if not (isinstance(data, np.ndarray) or backend.is_cuda_array(data)):
             data = np.asarray(data)
+        check_numeric_data(data)
         self.data = data
         self.grad = None
         self._ctx = None
@@ -68,7 +85,12 @@ class Tensor:
         return tuple(self.data.shape)
 
     def size(self, dim=None):
-        return self.shape if dim is None else self.shape[dim]
+        if dim is None:
+            return self.shape
+        from gradflow.ops.reduce import normalize_dim
+        if self.ndim == 0:
+            raise IndexError(f"size: dim {dim} given but the tensor has no dimensions")
+        return self.shape[normalize_dim(dim, self.ndim, "size")]
 
     @property
     def dtype(self):

@@ -150,3 +150,56 @@ def test_wrong_gradient_shape_from_backward_is_reported():
 
     with pytest.raises(RuntimeError, match="Bad.backward returned a gradient of shape"):
         Bad.apply(gf.randn(3, requires_grad=True)).backward()
+
+
+class ForgetsSecondInput(Function):
+    """A broken backward: no gradient for `b` even when it needs one."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a * b
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+def test_debug_mode_refuses_a_missing_gradient_naming_op_and_input(monkeypatch):
+    a, b = gf.randn(3, requires_grad=True), gf.randn(3, requires_grad=True)
+    with gf.autograd.debug_mode(True):
+        assert gf.autograd.is_debug_enabled()
+        with pytest.raises(RuntimeError, match=r"ForgetsSecondInput\.backward returned None for input 1"):
+            ForgetsSecondInput.apply(a, b).sum().backward()
+    with gf.autograd.debug_mode(False):   # outside debug mode a missing gradient counts as zero
+        ForgetsSecondInput.apply(a, b).sum().backward()
+        assert b.grad is None and a.grad is not None
+
+
+def test_debug_mode_allows_none_for_inputs_that_need_no_gradient():
+    a, b = gf.randn(3, requires_grad=True), gf.randn(3)
+    with gf.autograd.debug_mode(True):
+        ForgetsSecondInput.apply(a, b).sum().backward()
+    assert a.grad is not None
+
+
+def test_the_test_suite_runs_in_debug_mode():
+    assert gf.autograd.is_debug_enabled()
+
+
+def test_set_debug_and_the_environment_variable(tmp_path):
+    import os
+    import subprocess
+    import sys
+    code = "import gradflow as gf; print(gf.autograd.is_debug_enabled())"
+    env = dict(os.environ, GRADFLOW_DEBUG="1")
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "True"
+    env["GRADFLOW_DEBUG"] = "0"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "False"
+    previous = gf.autograd.is_debug_enabled()
+    try:
+        gf.autograd.set_debug(False)
+        assert not gf.autograd.is_debug_enabled()
+        gf.autograd.set_debug(True)
+        assert gf.autograd.is_debug_enabled()
+    finally:
+        gf.autograd.set_debug(previous)

@@ -40,3 +40,19 @@ def test_non_contiguous_inputs_are_perturbed_in_place():
     base = gf.tensor(np.arange(6.0).reshape(2, 3))
     x = base.transpose(0, 1).detach().requires_grad_()      # a non-contiguous view
     assert gf.gradcheck(lambda a: a * a, [x])
+
+
+@pytest.mark.parametrize("fn", [lambda a: a.detach() * 2, lambda a: a.argmax(), lambda a: (a > 0),
+                                lambda a: 3.0, lambda a: gf.zeros(2, dtype=gf.float64)],
+                         ids=["detached", "integer", "bool", "number", "constant"])
+def test_a_function_without_differentiable_output_is_refused(fn):
+    x = gf.tensor(np.array([0.5, -1.0]), requires_grad=True)
+    with pytest.raises(gf.GradcheckError, match="no differentiable output"):
+        gf.gradcheck(fn, [x])
+
+
+def test_outputs_that_do_not_require_grad_beside_one_that_does_are_still_checked():
+    x = gf.tensor(np.array([0.5, -1.0]), requires_grad=True)
+    with pytest.raises(gf.GradcheckError, match="input 0"):
+        gf.gradcheck(lambda a: (a * 2, a.detach() * 3), [x])   # the detached output's gradient is missing
+    assert gf.gradcheck(lambda a: (a * 2, a.argmax()), [x])

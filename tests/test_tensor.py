@@ -96,3 +96,35 @@ def test_finiteness_queries():
     np.testing.assert_array_equal(gf.isfinite(x).numpy(), [True, False, False])
     np.testing.assert_array_equal(x.isnan().numpy(), [False, True, False])
     assert x.isnan().any().item() and not x.isfinite().all().item()
+
+
+@pytest.mark.parametrize("data", ["abc", b"ab", object(), ["a", "b"], [1, "a"], [[object()]], None, {1: 2},
+                                  np.array(["x", "y"]), np.array([1, None], dtype=object)],
+                         ids=["str", "bytes", "object", "str-list", "mixed-list", "nested-object", "None", "dict",
+                              "str-array", "object-array"])
+def test_non_numeric_data_is_a_type_error(data):
+    with pytest.raises(TypeError, match="tensor"):
+        gf.tensor(data)
+    with pytest.raises(TypeError, match="tensor"):
+        gf.tensor(data, dtype=gf.float32)    # not parsed as numbers, as numpy would for "1.5"
+    with pytest.raises(TypeError, match="tensor"):
+        gf.Tensor(data)
+
+
+def test_numeric_strings_are_not_parsed():
+    with pytest.raises(TypeError, match="str"):
+        gf.tensor(["1.5", "2"], dtype=gf.float32)
+    with pytest.raises(TypeError, match="str"):
+        gf.as_tensor("3")
+
+
+def test_non_numeric_dtype_is_a_type_error():
+    with pytest.raises(TypeError, match="dtype"):
+        gf.tensor([1.0], dtype=str)
+    with pytest.raises(TypeError, match="dtype"):
+        gf.zeros(2, dtype=object)
+
+
+def test_from_numpy_refuses_object_arrays():
+    with pytest.raises(TypeError, match="tensor"):
+        gf.from_numpy(np.array(["a"], dtype=object))

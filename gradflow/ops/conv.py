@@ -73,7 +73,7 @@ class ConvTranspose2d(Function):
 def _sum_over_pixels(grad):
     n, channels = grad.shape[:2]
     # contiguous last-axis sums first: faster and more accurate than one sum over (0, 2, 3)
-    return grad.reshape(n, channels, -1).sum(axis=2).sum(axis=0)
+    return grad.reshape(n, channels, grad.shape[2] * grad.shape[3]).sum(axis=2).sum(axis=0)   # (-1 fails when n == 0)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

@@ -242,21 +242,41 @@ class Tanh(Function):
 
 
 class Clamp(Function):
+    """min(max(a, lo), hi); lo and hi are each None, a number or an array (broadcasting).
+
+    Gradients follow PyTorch's convention at ties and crossed bounds: `a` gets it where
+    lo <= a <= hi, `lo` where a < lo (and lo < hi), `hi` where a > hi or hi < lo (then
+    every output is hi)."""
+
     @staticmethod
     def forward(ctx, a, lo, hi):
-        ctx.save_for_backward(a)
-        ctx.lo, ctx.hi = lo, hi
-        return backend.get_array_module(a).clip(a, lo, hi).astype(a.dtype, copy=False)
+        xp = backend.get_array_module(a)
+        ctx.save_for_backward(a, lo, hi)
+        out = a if lo is None else xp.maximum(a, lo)
+        out = out if hi is None else xp.minimum(out, hi)
+        if not any(hasattr(b, "dtype") for b in (lo, hi)):   # number bounds keep a's dtype
+            out = out.astype(a.dtype, copy=False)
+        ctx.out_shape = out.shape
+        return out
 
     @staticmethod
     def backward(ctx, g):
-        (a,) = ctx.saved_tensors
-        inside = True
-        if ctx.lo is not None:
-            inside = inside & (a >= ctx.lo)
-        if ctx.hi is not None:
-            inside = inside & (a <= ctx.hi)
-        return g * inside, None, None
+        a, lo, hi = ctx.saved_tensors
+        xp = backend.get_array_module(g)
+        na, nlo, nhi = ctx.needs_input_grad
+        if lo is not None and hi is not None:
+            takes_a, takes_lo, takes_hi = (a >= lo) & (a <= hi), (a < lo) & (lo < hi), (a > hi) | (hi < lo)
+        elif lo is not None:
+            takes_a, takes_lo, takes_hi = a >= lo, a < lo, None
+        else:
+            takes_a, takes_lo, takes_hi = a <= hi, None, a > hi
+
+        def share(takes, source):
+            return unbroadcast(xp.where(xp.broadcast_to(takes, ctx.out_shape), g, 0).astype(g.dtype, copy=False),
+                               _shape(source))
+        return (share(takes_a, a) if na else None,
+                share(takes_lo, lo) if nlo else None,
+                share(takes_hi, hi) if nhi else None)
 
 
 class Where(Function):
@@ -345,7 +365,13 @@ def matmul(a, b):
 def clamp(a, min=None, max=None):
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
-    return Clamp.apply(a, min, max)
+    bounds = [None if b is None else _operand(b) for b in (min, max)]
+    shapes = [a.shape] + [b.shape for b in bounds if isinstance(b, Tensor)]
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"clamp: the input and its bounds cannot broadcast together: shapes {shapes}") from None
+    return Clamp.apply(a, *bounds)
 
 
 def where(condition, a, b):

@@ -2,6 +2,8 @@
 import builtins
 from collections import namedtuple
 
+import numpy as np
+
 from gradflow import backend
 from gradflow.autograd import Function
 from gradflow.tensor import Tensor
@@ -9,22 +11,28 @@ from gradflow.tensor import Tensor
 values_indices = namedtuple("values_indices", ["values", "indices"])
 
 
+def normalize_dim(dim, ndim, op):
+    """One dim -> its non-negative axis. A 0-dim tensor has one addressable dim, as in
+    PyTorch: 0 and -1 are accepted (and name the scalar itself), anything else is out of range."""
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+        raise TypeError(f"{op}: dim must be an int or a sequence of ints, got {dim!r}")
+    limit = builtins.max(ndim, 1)
+    if not -limit <= dim < limit:
+        raise IndexError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dimensions "
+                         f"(expected to be in range of [{-limit}, {limit - 1}])")
+    return int(dim) % limit
+
+
 def normalize_dims(dim, ndim, op):
-    """dim (None, int or sequence) -> sorted tuple of non-negative axes."""
+    """dim (None, int or sequence) -> sorted tuple of the axes to reduce; () for a 0-dim
+    tensor, whose dims 0 and -1 name the scalar itself (it has no axis to reduce)."""
     if dim is None:
         return tuple(range(ndim))
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    out = []
-    for d in dims:
-        if not isinstance(d, int):
-            raise TypeError(f"{op}: dim must be an int or a sequence of ints, got {d!r}")
-        limit = builtins.max(ndim, 1)
-        if not -limit <= d < limit:
-            raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dimensions")
-        out.append(d % limit)
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    out = [normalize_dim(d, ndim, op) for d in dims]
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: dim {dim} repeats a dimension")
-    return tuple(sorted(out))
+    return tuple(sorted(out)) if ndim else ()
 
 
 def _expand_back(g, shape, axes, keepdim):
@@ -125,11 +133,9 @@ def _extreme(x, dim, keepdim, is_max):
         raise RuntimeError(f"{name}: the tensor is empty")
     if dim is None:
         return AMax.apply(x, tuple(range(x.ndim)), False, is_max)
-    if not isinstance(dim, int):
-        raise TypeError(f"{name}: dim must be an int, got {dim!r}")
-    (axis,) = normalize_dims(dim, x.ndim, name)
+    axis = normalize_dim(dim, x.ndim, name)
     if x.ndim == 0:
-        return values_indices(x, Tensor(backend.get_array_module(x.data).zeros((), dtype="int64")))
+        return values_indices(x.clone(), Tensor(backend.get_array_module(x.data).zeros((), dtype="int64")))
     return values_indices(*MaxDim.apply(x, axis, keepdim, is_max))
 
 
@@ -149,7 +155,7 @@ def _arg(x, dim, keepdim, is_max):
         if keepdim:
             out = out.reshape((1,) * x.ndim)
         return Tensor(xp.asarray(out, dtype=xp.int64))
-    (axis,) = normalize_dims(dim, x.ndim, "argmax" if is_max else "argmin")
+    axis = normalize_dim(dim, x.ndim, "argmax" if is_max else "argmin")
     return Tensor(fn(x.data, axis=axis, keepdims=keepdim).astype(xp.int64))
 
 

@@ -3,7 +3,7 @@ import numpy as np
 
 from gradflow import backend
 from gradflow.autograd import Function
-from gradflow.ops.reduce import normalize_dims
+from gradflow.ops.reduce import normalize_dim, normalize_dims
 from gradflow.tensor import Tensor, raw_index
 
 
@@ -115,24 +115,26 @@ def permute(x, *dims):
     dims = _dims_arg(dims)
     if len(dims) != x.ndim:
         raise ValueError(f"permute: got {len(dims)} dims for a tensor with {x.ndim} dimensions")
-    axes = normalize_dims(dims, x.ndim, "permute")
-    order = tuple(d % max(x.ndim, 1) for d in dims)
-    assert len(axes) == len(order)
+    order = tuple(normalize_dim(d, x.ndim, "permute") for d in dims)
+    if len(set(order)) != len(order):
+        raise ValueError(f"permute: dims {dims} repeat a dimension")
     return Permute.apply(x, order)
 
 
 def transpose(x, dim0, dim1):
-    d0, d1 = (normalize_dims(d, x.ndim, "transpose")[0] for d in (dim0, dim1))
+    d0, d1 = (normalize_dim(d, x.ndim, "transpose") for d in (dim0, dim1))
     order = list(range(x.ndim))
+    if x.ndim == 0:   # dims 0 and -1 name the scalar itself: nothing to swap
+        return Permute.apply(x, ())
     order[d0], order[d1] = order[d1], order[d0]
     return Permute.apply(x, tuple(order))
 
 
 def flatten(x, start_dim=0, end_dim=-1):
+    s = normalize_dim(start_dim, x.ndim, "flatten")
+    e = normalize_dim(end_dim, x.ndim, "flatten")
     if x.ndim == 0:
         return reshape(x, 1)
-    (s,) = normalize_dims(start_dim, x.ndim, "flatten")
-    (e,) = normalize_dims(end_dim, x.ndim, "flatten")
     if s > e:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     shape = x.shape
@@ -148,7 +150,7 @@ def squeeze(x, dim=None):
 
 
 def unsqueeze(x, dim):
-    (d,) = normalize_dims(dim, x.ndim + 1, "unsqueeze")
+    d = normalize_dim(dim, x.ndim + 1, "unsqueeze")
     shape = list(x.shape)
     shape.insert(d, 1)
     return reshape(x, tuple(shape))
@@ -198,7 +200,11 @@ def _check_sequence(tensors, op):
 def cat(tensors, dim=0):
     tensors = _check_sequence(tensors, "cat")
     ndim = tensors[0].ndim
-    (d,) = normalize_dims(dim, ndim, "cat")
+    for i, t in enumerate(tensors):
+        if t.ndim == 0:
+            raise ValueError(f"cat: zero-dimensional tensor (at position {i}) cannot be concatenated; "
+                             "use stack, or unsqueeze it first")
+    d = normalize_dim(dim, ndim, "cat")
     for t in tensors:
         if t.ndim != ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, tensors[0].shape)) if i != d):
             raise ValueError(f"cat: sizes must match except in dim {d}; got {tensors[0].shape} and {t.shape}")
@@ -210,5 +216,5 @@ def stack(tensors, dim=0):
     for t in tensors:
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: all tensors must have the same shape; got {tensors[0].shape} and {t.shape}")
-    (d,) = normalize_dims(dim, tensors[0].ndim + 1, "stack")
+    d = normalize_dim(dim, tensors[0].ndim + 1, "stack")
     return Stack.apply(d, *tensors)

@@ -5,7 +5,7 @@ import numpy as np
 
 from gradflow import backend
 from gradflow.autograd import Function
-from gradflow.ops.reduce import normalize_dims
+from gradflow.ops.reduce import normalize_dim
 
 
 def log_softmax_array(x, axis):
@@ -66,7 +66,7 @@ def _apply(function, x, dim, dtype, name):
     if x.dtype.kind != "f":
         raise TypeError(f"{name}: needs a floating point tensor, got dtype {x.dtype} "
                         "(pass dtype=gf.float32 to convert)")
-    (axis,) = normalize_dims(int(dim), x.ndim, name)
+    axis = normalize_dim(int(dim), x.ndim, name)
     if x.numel() == 0:   # nothing to normalise (and max() of an empty axis would raise)
         return x.clone()
     if x.ndim == 0:   # a scalar is a softmax over one element

@@ -44,6 +44,29 @@ def matmul_samples():
     return draw()
 
 
+def clamp_tensor_samples():
+    """x, min, max on interleaved grids (x = 0.3k, min = 0.3k + 0.1, max = 0.3k + 0.2), so no
+    two values are within 0.1 of each other: finite differences never cross a tie, and both
+    min < max and min > max (every output is max) occur. Any subset of the three may need grad."""
+    def grid(shape, offset):
+        return st.integers(0, 2**32 - 1).map(
+            lambda seed: np.asarray(np.random.default_rng(seed).integers(-5, 6, size=shape) * 0.3 + offset))
+
+    @st.composite
+    def draw(d):
+        full = d(shapes(0, 3, 1, 3))
+        def sub():   # a shape that broadcasts to `full`
+            n = d(st.integers(0, len(full)))
+            return tuple(1 if d(st.booleans()) else s for s in full[len(full) - n:])
+        x, lo, hi = d(grid(full, 0.0)), d(grid(sub(), 0.1)), d(grid(sub(), 0.2))
+        which = d(st.sampled_from(["both", "min", "max"]))
+        lo, hi = (lo if which != "max" else None), (hi if which != "min" else None)
+        args = (x, lo, hi)
+        grad = tuple(i for i, a in enumerate(args) if a is not None and d(st.booleans()))
+        return Sample(args, grad=grad or (0,))
+    return draw()
+
+
 OPS = [
     OpInfo("add", lambda a, b: a + b, binary_samples(), torch_op=lambda a, b: a + b),
     OpInfo("sub", lambda a, b: a - b, binary_samples(), torch_op=lambda a, b: a - b),
@@ -68,6 +91,10 @@ OPS = [
            torch_op=lambda a: a.clamp(-0.5, 0.7),
            errors=(ErrorInput(Sample((np.ones(2),), dict(lo=None, hi=None)), ValueError, "at least one"),)),
     OpInfo("clamp_min", lambda a: a.clamp(min=0.3), unary_samples(away_from=0.3), torch_op=lambda a: a.clamp(min=0.3)),
+    OpInfo("clamp_tensor", lambda a, lo, hi: a.clamp(lo, hi), clamp_tensor_samples(),
+           torch_op=lambda a, lo, hi: a.clamp(lo, hi),
+           errors=(ErrorInput(Sample((np.ones(2), np.ones(3), None)), ValueError, "broadcast"),
+                   ErrorInput(Sample((np.ones(2), "a", None)), TypeError, "unsupported operand"))),
     OpInfo("where", lambda a, b, float_condition=False: gf.where(a if float_condition else a > 0, a, b),
            binary_samples().filter(lambda s: isinstance(s.args[1], np.ndarray)),
            torch_op=lambda a, b: torch.where(a > 0, a, b),
@@ -106,3 +133,36 @@ def test_mixed_devices_are_refused_with_both_names(monkeypatch):
 def test_unsupported_operand_type():
     with pytest.raises(TypeError, match="unsupported operand"):
         gf.randn(2) + "a"
+
+
+@pytest.mark.parametrize("which", ["both", "min", "max"])
+@pytest.mark.parametrize("needs", [(True, True, True), (False, True, False), (False, False, True), (True, False, False)],
+                         ids=["all", "min-only", "max-only", "input-only"])
+def test_clamp_tensor_bounds_with_ties_match_torch(which, needs):
+    """Ties (x == min, x == max, min == max) and crossed bounds (min > max): who gets the
+    gradient is a convention, and it must be PyTorch's (x where min <= x <= max, min where
+    x < min < max, max where x > max or max < min)."""
+    rng = np.random.default_rng(7)
+    x, lo, hi = (rng.integers(-2, 3, size=shape).astype(np.float64) for shape in [(4, 50), (50,), (4, 1)])
+    lo = lo if which != "max" else None
+    hi = hi if which != "min" else None
+    g = rng.standard_normal((4, 50))
+    ours = [None if a is None else gf.tensor(a, requires_grad=n) for a, n in zip((x, lo, hi), needs)]
+    ref = [None if a is None else torch.tensor(a, requires_grad=n) for a, n in zip((x, lo, hi), needs)]
+    out, ref_out = ours[0].clamp(ours[1], ours[2]), ref[0].clamp(ref[1], ref[2])
+    np.testing.assert_array_equal(out.detach().numpy(), ref_out.detach().numpy())
+    if not any(n for a, n in zip((x, lo, hi), needs) if a is not None):
+        return
+    out.backward(gf.tensor(g))
+    ref_out.backward(torch.tensor(g))
+    for name, o, r in zip(("input", "min", "max"), ours, ref):
+        if r is not None and r.requires_grad:
+            assert o.grad is not None, f"no gradient for {name}"
+            np.testing.assert_allclose(o.grad.numpy(), r.grad.numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_clamp_tensor_bound_keeps_float32_and_promotes_like_torch():
+    x = gf.randn(3)
+    assert x.clamp(gf.zeros(3)).dtype == gf.float32
+    assert x.clamp(gf.zeros(3, dtype=gf.float64)).dtype == gf.float64
+    assert x.clamp(0.1, 0.2).dtype == gf.float32

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 import gradflow as gf
 import gradflow.functional as F
 from gradflow.ops.loss import CrossEntropy
-from tests.opinfo import ErrorInput, OpInfo, Sample, arrays, op_tests
+from tests.opinfo import ErrorInput, OpInfo, Sample, arrays, check_against_torch, op_tests
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
@@ -299,3 +299,15 @@ def test_cuda_matches_cpu(dtype, tol):
     bad[1, 2, 1] = 9
     with pytest.raises(ValueError, match=r"target value 9 at index \(1, 2, 1\)"):
         F.cross_entropy(gf.tensor(a, device="cuda"), gf.tensor(bad, device="cuda"), ignore_index=255)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_probability_targets_mean_over_batch_and_pixels(dtype, smoothing):
+    """"mean" divides by batch x pixels: a batch > 1 and an image > 1 pixel, so dividing
+    by only one of them shows in both gradients (input and target)."""
+    rng = np.random.default_rng(11)
+    x, target = rng.standard_normal((3, 4, 2, 2)), rng.uniform(0, 1, (3, 4, 2, 2))
+    info = next(o for o in OPS if o.name == "cross_entropy_probabilities")
+    check_against_torch(info, Sample((x, target, None), dict(reduction="mean", label_smoothing=smoothing),
+                                     grad=(0, 1)), dtype)
