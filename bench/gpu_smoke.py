@@ -68,6 +68,11 @@ def env():
     return True
 
 
+def _add_index(a):
+    for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        a[i] += i
+
+
 def _check(label, fn):
     try:
         detail = fn()
@@ -95,15 +100,9 @@ def numba_checks():
     def kernel_on_cupy_stream():
         from gradflow.kernels.cuda import launch
 
-        @cuda.jit
-        def add_index(a):
-            i = cuda.grid(1)
-            if i < a.size:
-                a[i] += i
-
         xp = launch.xp_of(np.empty(0)) if simulator else gradflow.backend.cupy_module()
         a = xp.ones(1000, dtype=np.float32)
-        add_index[launch.blocks(a.size), launch.THREADS, launch.stream()](launch.device_array(a))
+        launch.Kernel(_add_index)(launch.blocks(a.size), launch.GEOMETRY.threads, a)
         gradflow.cuda.synchronize()
         got = gradflow.backend.to_numpy(a)
         expected = 1 + np.arange(1000, dtype=np.float32)
