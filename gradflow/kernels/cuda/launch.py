@@ -24,7 +24,10 @@ block-stride loop run several iterations on tiny inputs.
 """
 import contextlib
 import ctypes
+import hashlib
+import importlib
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -54,7 +57,7 @@ def _silence_low_occupancy_warnings():
     per-launch low-occupancy warning would only be noise."""
     for name in ("numba.cuda.core.config", "numba.core.config"):
         try:
-            module = __import__(name, fromlist=["config"])
+            module = importlib.import_module(name)
         except ImportError:
             continue
         module.CUDA_LOW_OCCUPANCY_WARNINGS = 0
@@ -218,6 +221,8 @@ def constant(array):
     its first launch, reused after. Holds the array, so its id stays unique."""
     if SIMULATOR:
         return array
+    if _fast_path_state["ok"] is None:
+        fast_path()                      # the view's kind depends on the launch path
     entry = _constants.get(id(array))
     if entry is None or entry[0] is not array:
         if len(_constants) >= _MAX_CONSTANTS:
@@ -249,6 +254,11 @@ _array_types = {}
 def numba_type(value):
     """The Numba type of one kernel argument, without numba.typeof (the signature key)."""
     kind = type(value)
+    if kind is tuple:
+        members = tuple(numba_type(v) for v in value)
+        if all(m == members[0] for m in members):
+            return types.UniTuple(members[0], len(members))
+        return types.Tuple(members)
     scalar = _scalar_types.get(kind)
     if scalar is not None:
         return scalar
@@ -276,10 +286,16 @@ class Kernel:
     """A CUDA kernel (a Python function with cuda.jit's body) launched as
     ``kernel(blocks, threads, *args)`` on CuPy's current stream."""
 
-    def __init__(self, function):
+    def __init__(self, function, depends=()):
+        """depends: other modules whose functions the kernel compiles in. Numba's disk
+        cache checks only the kernel's own file, so their source picks the cache folder."""
         self.__name__ = function.__name__
         self.__doc__ = function.__doc__
-        self.dispatcher = cuda.jit(function) if SIMULATOR else cuda.jit(cache=True)(function)
+        if SIMULATOR:
+            self.dispatcher = cuda.jit(function)
+        else:
+            with _cache_folder_for(depends):
+                self.dispatcher = cuda.jit(cache=True)(function)
         self._compiled = {}
 
     def compiled(self, argtypes):
@@ -290,23 +306,61 @@ class Kernel:
         return kernel
 
     def __call__(self, grid, threads, *args):
+        """Launch on `grid` blocks (an int, or (x, y)) of `threads` threads. Array arguments
+        may come as tuples of arrays of one type (Numba UniTuples)."""
         if SIMULATOR:
             self.dispatcher[grid, threads, stream()](*args)
             return
         if _fast_path_state["ok"] is None:
             fast_path()
         if not _fast_path_state["ok"]:
-            self.dispatcher[grid, threads, stream()](*(_wrap(a) if hasattr(a, "shape") else a for a in args))
+            self.dispatcher[grid, threads, stream()](*(_convert(a, _wrap) for a in args))
             return
-        args = tuple(DeviceView.of(a) if hasattr(a, "shape") and not isinstance(a, DeviceView) else a
-                     for a in args)
+        args = tuple(_convert(a, DeviceView.of) for a in args)
         kernel = self.compiled(tuple(numba_type(a) for a in args))
-        kernel.launch(args, (grid, 1, 1), (threads, 1, 1), _launch_stream(), 0)
+        grid = (grid, 1, 1) if isinstance(grid, int) else tuple(grid) + (1,) * (3 - len(grid))
+        kernel.launch(args, grid, (threads, 1, 1), _launch_stream(), 0)
 
 
-def kernel(function):
-    """Decorator: a launch.Kernel."""
-    return Kernel(function)
+def _convert(arg, make_view):
+    """An argument as the launch passes it: arrays (also inside tuples) as device views."""
+    if isinstance(arg, tuple):
+        return tuple(_convert(a, make_view) for a in arg)
+    if isinstance(arg, (np.generic, bool, int, float)) or not hasattr(arg, "shape") \
+            or getattr(arg, "__cuda_memory__", False):    # a scalar, or already a device view
+        return arg
+    return make_view(arg)
+
+
+def kernel(function=None, depends=()):
+    """Decorator: a launch.Kernel (``@kernel`` or ``@kernel(depends=(module,))``)."""
+    if function is None:
+        return lambda f: Kernel(f, depends)
+    return Kernel(function, depends)
+
+
+@contextlib.contextmanager
+def _cache_folder_for(modules):
+    """Numba's cache folder, for the dispatchers created inside, keyed by the modules' source."""
+    if not modules:
+        yield
+        return
+    digest = hashlib.sha1(b"".join(Path(m.__file__).read_bytes() for m in modules)).hexdigest()[:12]
+    configs = []
+    for name in ("numba.cuda.core.config", "numba.core.config"):
+        try:
+            configs.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    saved = [getattr(c, "CACHE_DIR", "") for c in configs]
+    base = saved[0] if saved and saved[0] else str(Path(modules[0].__file__).parent / "__pycache__")
+    for c in configs:
+        c.CACHE_DIR = str(Path(base) / f"depends-{digest}")
+    try:
+        yield
+    finally:
+        for c, value in zip(configs, saved):
+            c.CACHE_DIR = value
 
 
 # ---- the fast path's self-check ---------------------------------------------------------
