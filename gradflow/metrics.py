@@ -156,6 +156,12 @@ class ConfusionMatrix:
         return self
 
     @property
+    def counts(self):
+        """The flat (C*C,) int64 counts where they live (the data's device): to read
+        back together with other values in one gradflow.transfer.to_host."""
+        return self._counts
+
+    @property
     def matrix(self):
         """The (C, C) int64 counts as a read-only NumPy array (one device-to-host transfer
         on CUDA); assign to ``matrix`` to replace the counts."""
@@ -175,7 +181,11 @@ class ConfusionMatrix:
 
     def compute(self):
         """Plain Python floats and lists, ready for JSON (NaN marks an undefined value)."""
-        matrix = self.matrix
+        return self.scores(self.matrix)
+
+    @staticmethod
+    def scores(matrix):
+        """compute()'s dict for a (C, C) host count matrix."""
         return {
             "pixel_accuracy": pixel_accuracy(matrix),
             "mean_accuracy": mean_accuracy(matrix),

@@ -6,7 +6,8 @@ such reads in gradflow (Tensor.item/numpy/tolist and backend.to_numpy go through
 and it counts its calls (``transfer_count``), so tests can pin how many a training
 step makes, on the CPU too, where the same calls run without a GPU.
 
-``to_host(a, b, ...)`` fetches several arrays in one transfer. Checks that would need
+``to_host(a, b, ...)`` fetches several arrays in one transfer; ``nonfinite_each``
+finds NaN/Inf on the device, for a read later. Checks that would need
 a read of their own on CUDA (a target class out of range) are queued with
 ``check_later`` and evaluated with the next ``to_host``, in the same transfer: an
 error is raised at the next read instead of at once, still naming the bad value.
@@ -87,13 +88,20 @@ def item(array):
     return to_host(array).reshape(()).item()
 
 
-def any_nonfinite(arrays):
-    """A 0-d bool array on the arrays' device: does any of them hold a NaN or an Inf?
-    No host read; a handful of launches on CUDA (see kernels/cuda/finite.py)."""
-    arrays = [a for a in arrays if a is not None]
+def nonfinite_each(arrays):
+    """A bool array on the arrays' device, one entry per array: does it hold a NaN or an
+    Inf? (None counts as finite.) No host read; a few launches on CUDA (kernels/cuda/finite.py)."""
     if not arrays:
-        return np.zeros((), dtype=bool)
-    if backend.is_cuda_array(arrays[0]):
+        return np.zeros(0, dtype=bool)
+    present = [a for a in arrays if a is not None]
+    if present and backend.is_cuda_array(present[0]):
         from gradflow.kernels.cuda import finite
-        return finite.any_nonfinite(arrays)
-    return np.array(any(not np.isfinite(a).all() for a in arrays))
+        cupy = backend.cupy_module()
+        empty = cupy.empty(0, dtype=cupy.float32)
+        return finite.nonfinite_each([empty if a is None else a for a in arrays])
+    return np.array([a is not None and not np.isfinite(a).all() for a in arrays], dtype=bool)
+
+
+def any_nonfinite(arrays):
+    """0-d bool on the arrays' device: does any of them hold a NaN or an Inf?"""
+    return nonfinite_each(arrays).any()

@@ -40,11 +40,11 @@ def _raise(message):
     return raise_error
 
 
-def test_any_nonfinite_on_host_arrays():
-    assert not bool(transfer.any_nonfinite([np.ones(3), None, np.zeros((2, 2), np.float32)]))
-    assert bool(transfer.any_nonfinite([np.ones(3), np.array([1.0, np.inf])]))
-    assert bool(transfer.any_nonfinite([np.array([np.nan], np.float32)]))
-    assert not bool(transfer.any_nonfinite([]))
+def test_nonfinite_each_on_host_arrays():
+    flags = transfer.nonfinite_each([np.ones(3), None, np.array([1.0, np.inf]), np.array([np.nan], np.float32)])
+    assert flags.tolist() == [False, False, True, True]
+    assert not bool(transfer.any_nonfinite([np.ones(3), None])) and bool(transfer.any_nonfinite([np.array(np.nan)]))
+    assert transfer.nonfinite_each([]).shape == (0,)
 
 
 def test_confusion_matrix_reads_back_only_when_asked():
@@ -80,8 +80,8 @@ def test_cuda_reads_are_batched_and_checks_queued():
     with pytest.raises(RuntimeError, match="queued"):
         transfer.to_host(a)
     assert not transfer._pending
-    grads = [cupy.ones(100), cupy.ones(7, dtype=cupy.float32), cupy.array([1.0, cupy.nan])]
-    assert bool(transfer.any_nonfinite(grads)) and not bool(transfer.any_nonfinite(grads[:2]))
+    grads = [cupy.ones(100), None, cupy.ones(7, dtype=cupy.float32), cupy.array([1.0, cupy.nan])]
+    assert transfer.to_host(transfer.nonfinite_each(grads)).tolist() == [False, False, False, True]
 
 
 @pytest.mark.gpu

@@ -1,21 +1,22 @@
-"""Is any value of many arrays NaN or Inf? (CUDA, Numba), without a host read.
+"""Which of many arrays hold a NaN or an Inf? (CUDA, Numba), without a host read.
 
 One launch per chunk of up to CHUNK arrays of one dtype (blockIdx.y picks the array,
 a grid-stride loop covers it); each block ORs its threads' findings
-(syncthreads_or) into its own slot of a flag array, and one reduction of that array
-gives the answer as a 0-d device bool. Used for the fused finiteness check of a
-training step: the flag is read back later, together with the loss.
+(syncthreads_or) into its own cell of a (arrays, blocks) flag table, and one
+reduction over the blocks gives a bool per array, on the device. Used for the fused
+finiteness check of a training step: the flags are read back later, with the loss.
 """
 import math
 
 from numba import cuda
 
 from gradflow.kernels.cuda import launch
-from gradflow.kernels.cuda.optim import CHUNK
+
+CHUNK = 32     # arrays per launch (each 1-D array argument is 7 machine words of the argument block)
 
 
 @launch.kernel
-def _nonfinite_chunk(arrays, flags):
+def _nonfinite_chunk(arrays, first, flags):
     j = cuda.blockIdx.y
     values = arrays[j]
     found = 0
@@ -25,26 +26,23 @@ def _nonfinite_chunk(arrays, flags):
             found = 1
     found = cuda.syncthreads_or(found)
     if cuda.threadIdx.x == 0:
-        flags[j * cuda.gridDim.x + cuda.blockIdx.x] = found
+        flags[first + j, cuda.blockIdx.x] = found
 
 
-def any_nonfinite(arrays):
-    """0-d bool device array: True when some element of `arrays` (device arrays) is NaN or Inf."""
+def nonfinite_each(arrays):
+    """(len(arrays),) bool device array: does arrays[k] (a device array) hold NaN or Inf?"""
     xp = launch.xp_of(arrays[0])
-    launches = []
-    by_dtype = {}
-    for a in arrays:
-        if a.size:
-            by_dtype.setdefault(a.dtype, []).append(xp.ascontiguousarray(a).reshape(-1))
-    for dtype, flat in by_dtype.items():
-        pad = xp.empty(0, dtype=dtype)
-        for start in range(0, len(flat), CHUNK):
-            chunk = flat[start:start + CHUNK]
-            launches.append((tuple(chunk) + (pad,) * (CHUNK - len(chunk)), len(chunk),
-                             launch.blocks(max(a.size for a in chunk))))
-    flags = xp.zeros(max(1, sum(count * grid for _, count, grid in launches)), dtype=xp.int32)
-    offset = 0
-    for chunk, count, grid in launches:
-        _nonfinite_chunk((grid, count), launch.GEOMETRY.threads, chunk, flags[offset:offset + count * grid])
-        offset += count * grid
-    return flags.any()
+    flat = [xp.ascontiguousarray(a).reshape(-1) for a in arrays]
+    launches, start = [], 0
+    while start < len(flat):       # runs of one dtype, at most CHUNK long
+        stop = start + 1
+        while stop < len(flat) and stop - start < CHUNK and flat[stop].dtype == flat[start].dtype:
+            stop += 1
+        launches.append((start, stop, launch.blocks(max(a.size for a in flat[start:stop]))))
+        start = stop
+    flags = xp.zeros((len(flat), max(grid for _, _, grid in launches)), dtype=xp.int32)
+    for start, stop, grid in launches:
+        pad = xp.empty(0, dtype=flat[start].dtype)
+        chunk = tuple(flat[start:stop]) + (pad,) * (CHUNK - (stop - start))
+        _nonfinite_chunk((grid, stop - start), launch.GEOMETRY.threads, chunk, start, flags)
+    return flags.any(axis=1)

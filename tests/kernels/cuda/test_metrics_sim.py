@@ -47,8 +47,9 @@ def test_any_nonfinite_finds_one_bad_value_anywhere(poison):
         arrays[7][5] = poison                         # in a float32 array
         arrays[1][29] = poison                        # and the last element of a grid-stride loop
     with launch.geometry(threads=4, max_blocks=2):
-        flag = finite.any_nonfinite([device(a) for a in arrays])
-    assert bool(backend.to_numpy(flag)) == (poison is not None)
+        flags = backend.to_numpy(finite.nonfinite_each([device(a) for a in arrays]))
+    expected = [poison is not None and k in (1, 7) for k in range(len(arrays))]
+    assert flags.tolist() == expected
 
 
 @pytest.mark.cudasim
@@ -56,4 +57,14 @@ def test_any_nonfinite_sees_the_last_element_past_several_strides():
     a = np.zeros(37)
     a[36] = np.nan
     with launch.geometry(threads=4, max_blocks=2):
-        assert bool(backend.to_numpy(finite.any_nonfinite([device(a)])))
+        assert backend.to_numpy(finite.nonfinite_each([device(np.ones(3)), device(a)])).tolist() == [False, True]
+
+
+@pytest.mark.cudasim
+def test_nonfinite_each_chunks_many_arrays_of_mixed_dtypes():
+    arrays = [np.ones(3, dtype=np.float32 if k % 3 else np.float64) for k in range(finite.CHUNK + 9)]
+    arrays[finite.CHUNK + 4][2] = np.nan
+    arrays[0][0] = np.inf
+    with launch.geometry(threads=2, max_blocks=1):
+        flags = backend.to_numpy(finite.nonfinite_each([device(a) for a in arrays]))
+    assert np.flatnonzero(flags).tolist() == [0, finite.CHUNK + 4]
