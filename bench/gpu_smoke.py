@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """Environment report and Numba-CUDA smoke test, the first stages of bench/gpu_check.sh.
 
-    python bench/gpu_smoke.py env     # versions, GPU, gradflow's view of CUDA
+    python bench/gpu_smoke.py env     # versions, GPU, gradflow's view of CUDA, NVVM and libdevice
     python bench/gpu_smoke.py numba   # a Numba kernel on a CuPy array on CuPy's stream,
                                       # every gradflow.kernels.cuda module imports, one op
-                                      # on both devices
+                                      # on both devices, which launch path the kernels take
+    python bench/gpu_smoke.py probe   # MODULE=1/0 lines: which optional packages import
+    python bench/gpu_smoke.py gpu-test-files   # test files holding gpu tests whose imports all work
 
 Without a GPU, `numba` runs under Numba's CUDA simulator (set NUMBA_ENABLE_CUDASIM=1
 before starting Python) on NumPy arrays: that checks this script, not the GPU.
 Exit status 1 when a check fails.
 """
+import ast
 import importlib
 import importlib.metadata
 import os
@@ -62,6 +65,8 @@ def env():
                  if torch.cuda.is_available() else ""))
     except Exception as exc:
         print(f"torch: {type(exc).__name__}: {exc}")
+    for key, value in nvvm_report().items():
+        print(f"{key:11s} {'NOT FOUND' if value is None else value}")
     keys = ("NUMBA_CACHE_DIR", "CUPY_CACHE_DIR", "PYTHONPATH", "NUMBA_ENABLE_CUDASIM", "CUDA_VISIBLE_DEVICES",
             "NUMBA_CUDA_USE_NVIDIA_BINDING", "HYPOTHESIS_PROFILE")
     print("env: " + ", ".join(f"{k}={os.environ[k]}" for k in keys if k in os.environ))
@@ -71,6 +76,75 @@ def env():
 def _add_index(a):
     for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
         a[i] += i
+
+
+PROBED = ("numpy", "numba", "numba.cuda", "cupy", "torch", "pytest", "hypothesis", "matplotlib", "tqdm")
+
+
+def probe():
+    """One MODULE=1 (imports) or MODULE=0 line per optional package, for the shell to read."""
+    for name in PROBED:
+        try:
+            importlib.import_module(name)
+            ok = 1
+        except Exception:        # a broken install raises anything, not only ImportError
+            ok = 0
+        print(f"{name.replace('.', '_')}={ok}")
+    return True
+
+
+def gpu_test_files():
+    """Test files with gpu-marked tests whose module-level imports all resolve here
+    (a missing optional package must not abort the whole gpu-test stage)."""
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        text = path.read_text()
+        if "mark.gpu" not in text and "cuda_available()" not in text:
+            continue
+        missing = [name for name in _top_level_imports(ast.parse(text)) if not _importable(name)]
+        if missing:
+            print(f"skipping {path.relative_to(ROOT)}: missing {', '.join(missing)}", file=sys.stderr)
+        else:
+            print(path.relative_to(ROOT))
+    return True
+
+
+def _top_level_imports(tree):
+    """Absolute module-level imports of a parsed file (first name of each)."""
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            yield from (alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            yield node.module.split(".")[0]
+
+
+def _importable(name):
+    if name in ("tests", "gradflow", "models", "bench"):
+        return True
+    try:
+        importlib.import_module(name)
+        return True
+    except Exception:
+        return False
+
+
+def nvvm_report():
+    """Where Numba finds NVVM and libdevice (what every kernel compile needs)."""
+    found = {}
+    try:
+        from numba.cuda import cuda_paths
+        paths = cuda_paths.get_cuda_paths()
+        for key in ("nvvm", "libdevice"):
+            entry = paths.get(key)
+            found[key] = f"{entry.info} (by {entry.by})" if entry is not None and entry.info else None
+    except Exception as exc:
+        found["paths"] = f"unknown ({type(exc).__name__}: {exc})"
+    try:
+        from numba.cuda.cudadrv import nvvm
+        nvvm.NVVM()
+        found["nvvm_loads"] = "yes"
+    except Exception as exc:
+        found["nvvm_loads"] = f"no ({type(exc).__name__}: {exc})"
+    return found
 
 
 def _check(label, fn):
@@ -111,6 +185,14 @@ def numba_checks():
         return "1000 elements on " + ("CuPy's current stream" if real_gpu else "the simulator")
     results.append(_check("Numba kernel launched through gradflow.kernels.cuda.launch", kernel_on_cupy_stream))
 
+    def launch_path():
+        from gradflow.kernels.cuda import launch
+        ok, why = launch.fast_path()
+        if real_gpu and not ok:
+            raise AssertionError(f"kernels fall back to the slow launch: {why}")
+        return why
+    results.append(_check("launch path", launch_path))
+
     import gradflow.kernels.cuda as kernel_package
     for module in pkgutil.iter_modules(kernel_package.__path__):
         name = f"gradflow.kernels.cuda.{module.name}"
@@ -132,8 +214,9 @@ def numba_checks():
 
 
 if __name__ == "__main__":
+    commands = {"env": env, "numba": numba_checks, "probe": probe, "gpu-test-files": gpu_test_files}
     what = sys.argv[1] if len(sys.argv) > 1 else "env"
-    if what not in ("env", "numba"):
-        sys.exit(f"usage: {sys.argv[0]} env|numba")
-    ok = env() if what == "env" else numba_checks()
+    if what not in commands:
+        sys.exit(f"usage: {sys.argv[0]} {'|'.join(commands)}")
+    ok = commands[what]()
     sys.exit(0 if ok else 1)
