@@ -189,7 +189,7 @@ class DeviceView:
     # what the various Numba versions read off a device array
     @property
     def device_ctypes_pointer(self):
-        return ctypes.c_void_p(self.ptr)
+        return ctypes.c_size_t(self.ptr)    # .value is 0, not None, for an empty array
 
     @property
     def device_pointer(self):
@@ -229,6 +229,11 @@ def constant(array):
             _constants.clear()
         entry = _constants[id(array)] = (array, _wrap(array))
     return entry[1]
+
+
+def _public_view(array):
+    """An array as Numba's public kernel call takes it (a Numba device array)."""
+    return cuda.as_cuda_array(array.owner if isinstance(array, DeviceView) else array, sync=False)
 
 
 def _wrap(array):
@@ -297,6 +302,7 @@ class Kernel:
             with _cache_folder_for(depends):
                 self.dispatcher = cuda.jit(cache=True)(function)
         self._compiled = {}
+        self._public = {}      # signatures the direct launch failed for, and why
 
     def compiled(self, argtypes):
         """The kernel compiled for an explicit signature (from Numba's disk cache when there)."""
@@ -313,23 +319,32 @@ class Kernel:
             return
         if _fast_path_state["ok"] is None:
             fast_path()
-        if not _fast_path_state["ok"]:
-            self.dispatcher[grid, threads, stream()](*(_convert(a, _wrap) for a in args))
-            return
-        args = tuple(_convert(a, DeviceView.of) for a in args)
-        kernel = self.compiled(tuple(numba_type(a) for a in args))
-        grid = (grid, 1, 1) if isinstance(grid, int) else tuple(grid) + (1,) * (3 - len(grid))
-        kernel.launch(args, grid, (threads, 1, 1), _launch_stream(), 0)
+        if _fast_path_state["ok"]:
+            views = tuple(_convert(a, public=False) for a in args)
+            argtypes = tuple(numba_type(a) for a in views)
+            if argtypes not in self._public:
+                try:
+                    kernel = self.compiled(argtypes)
+                    dims = (grid, 1, 1) if isinstance(grid, int) else tuple(grid) + (1,) * (3 - len(grid))
+                    kernel.launch(views, dims, (threads, 1, 1), _launch_stream(), 0)
+                    return
+                except Exception as exc:     # this signature launches the public way from now on;
+                    self._public[argtypes] = f"{type(exc).__name__}: {exc}"   # a real error raises there
+        self.dispatcher[grid, threads, stream()](*(_convert(a, public=True) for a in args))
 
 
-def _convert(arg, make_view):
-    """An argument as the launch passes it: arrays (also inside tuples) as device views."""
+def _convert(arg, public):
+    """An argument as the launch passes it: arrays (also inside tuples) as DeviceViews for
+    the direct launch, or as Numba device arrays for the public call (``public``)."""
     if isinstance(arg, tuple):
-        return tuple(_convert(a, make_view) for a in arg)
-    if isinstance(arg, (np.generic, bool, int, float)) or not hasattr(arg, "shape") \
-            or getattr(arg, "__cuda_memory__", False):    # a scalar, or already a device view
+        return tuple(_convert(a, public) for a in arg)
+    if isinstance(arg, (np.generic, bool, int, float)) or not hasattr(arg, "shape"):
         return arg
-    return make_view(arg)
+    if not public:
+        return arg if isinstance(arg, DeviceView) else DeviceView.of(arg)
+    if getattr(arg, "__cuda_memory__", False) and not isinstance(arg, DeviceView):
+        return arg          # already a Numba device array
+    return _public_view(arg)
 
 
 def kernel(function=None, depends=()):

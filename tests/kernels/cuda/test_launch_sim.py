@@ -146,6 +146,7 @@ class _FakeDeviceArray:
 
     def __init__(self, array):
         self.array = array
+        self.shape = array.shape
         interface = dict(array.__array_interface__)
         self.__cuda_array_interface__ = dict(interface, version=3, stream=None)
 
@@ -191,3 +192,16 @@ def test_constant_views_are_built_once(monkeypatch):
 def test_fast_path_works_on_this_gpu():
     ok, why = launch.fast_path()
     assert ok, why
+
+
+@pytest.mark.cudasim
+def test_arguments_convert_for_the_direct_launch_inside_tuples(monkeypatch):
+    a = _FakeDeviceArray(np.zeros(3, np.float32))
+    view = launch.DeviceView.of(a)
+    converted = launch._convert((a, view), public=False)
+    assert isinstance(converted[0], launch.DeviceView) and converted[0].owner is a and converted[1] is view
+    for scalar in (1, 2.5, True, np.float32(3)):
+        assert launch._convert(scalar, public=False) is scalar
+    monkeypatch.setattr(launch, "_public_view", lambda array: ("public", array))
+    assert launch._convert(view, public=True) == ("public", view)
+    assert launch.numba_type(converted) == launch.types.UniTuple(launch.numba_type(view), 2)
