@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from numba import cuda
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gradflow import backend  # noqa: E402
+from gradflow import backend  # noqa: E402  first: its np.row_stack alias lets numba.cuda import
+from numba import cuda  # noqa: E402
 from gradflow.kernels.cuda import launch, norm, pool  # noqa: E402
 from gradflow.ops import pool as pool_ops  # noqa: E402
 

@@ -22,10 +22,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from numba import cuda   # module level: the simulator swaps `cuda` in a kernel's globals
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import gradflow.backend  # noqa: E402,F401  first: its np.row_stack alias lets numba.cuda import on NumPy >= 2.5
+from numba import cuda  # noqa: E402  module level: the simulator swaps `cuda` in a kernel's globals
 
 
 def _version(*dists):

@@ -205,3 +205,23 @@ def test_arguments_convert_for_the_direct_launch_inside_tuples(monkeypatch):
     monkeypatch.setattr(launch, "_public_view", lambda array: ("public", array))
     assert launch._convert(view, public=True) == ("public", view)
     assert launch.numba_type(converted) == launch.types.UniTuple(launch.numba_type(view), 2)
+
+
+@pytest.mark.cudasim
+def test_kernels_depending_on_other_modules_cache_by_their_source(tmp_path, monkeypatch):
+    """Numba's disk cache checks only the kernel's own file: a kernel compiling in functions
+    of other modules caches in a folder named after their source, so editing them recompiles."""
+    import types as pytypes
+    from numba.core import config
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
+    module = pytypes.ModuleType("rules_like")
+    module.__file__ = str(tmp_path / "rules_like.py")
+    folders = []
+    for source in ("x = 1\n", "x = 2\n", "x = 1\n"):
+        (tmp_path / "rules_like.py").write_text(source)
+        with launch._cache_folder_for((module,)):
+            folders.append(config.CACHE_DIR)
+        assert config.CACHE_DIR == str(tmp_path)
+    assert folders[0] == folders[2] != folders[1] and folders[0].startswith(str(tmp_path))
+    with launch._cache_folder_for(()):
+        assert config.CACHE_DIR == str(tmp_path)
