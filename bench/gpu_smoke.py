@@ -211,6 +211,20 @@ def numba_checks():
                 raise AssertionError(f"conv2d float64 cuda vs cpu differ by {err:.3g}")
             return f"conv2d float64 max difference {err:.1e}"
         results.append(_check("F.conv2d on cuda equals cpu", conv_both_devices))
+
+        def chunked_kernels():
+            from gradflow import transfer
+            from gradflow.kernels.cuda import finite, optim as cuda_optim
+            params = [gradflow.nn.Parameter(gradflow.ones(3, 4, device="cuda")) for _ in range(3)]
+            for p in params:
+                p.grad = gradflow.ones(3, 4, device="cuda")
+            gradflow.optim.Adam(params).step()
+            flags = transfer.to_host(transfer.nonfinite_each([p.data for p in params]))
+            reasons = [r for r in (cuda_optim.per_tensor_reason, finite.per_array_reason) if r]
+            if reasons or flags.any():
+                raise AssertionError(f"tuple-indexed kernels fell back to one launch per tensor: {reasons}")
+            return "optimizer and finiteness kernels launch per chunk of tensors"
+        results.append(_check("chunked optimizer / finiteness kernels", chunked_kernels))
     return all(results)
 
 

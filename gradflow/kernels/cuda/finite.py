@@ -29,6 +29,20 @@ def _nonfinite_chunk(arrays, first, flags):
         flags[first + j, cuda.blockIdx.x] = found
 
 
+@launch.kernel
+def _nonfinite_one(values, row, flags):
+    found = 0
+    for i in range(cuda.grid(1), values.size, cuda.gridsize(1)):
+        if not math.isfinite(values[i]):
+            found = 1
+    found = cuda.syncthreads_or(found)
+    if cuda.threadIdx.x == 0:
+        flags[row, cuda.blockIdx.x] = found
+
+
+per_array_reason = None     # why chunked launches are off (see kernels/cuda/optim.py), None: on
+
+
 def nonfinite_each(arrays):
     """(len(arrays),) bool device array: does arrays[k] (a device array) hold NaN or Inf?"""
     xp = launch.xp_of(arrays[0])
@@ -41,8 +55,16 @@ def nonfinite_each(arrays):
         launches.append((start, stop, launch.blocks(max(a.size for a in flat[start:stop]))))
         start = stop
     flags = xp.zeros((len(flat), max(grid for _, _, grid in launches)), dtype=xp.int32)
+    global per_array_reason
     for start, stop, grid in launches:
-        pad = xp.empty(0, dtype=flat[start].dtype)
-        chunk = tuple(flat[start:stop]) + (pad,) * (CHUNK - (stop - start))
-        _nonfinite_chunk((grid, stop - start), launch.GEOMETRY.threads, chunk, start, flags)
+        if per_array_reason is None:
+            pad = xp.empty(0, dtype=flat[start].dtype)
+            chunk = tuple(flat[start:stop]) + (pad,) * (CHUNK - (stop - start))
+            try:
+                _nonfinite_chunk((grid, stop - start), launch.GEOMETRY.threads, chunk, start, flags)
+                continue
+            except Exception as exc:      # fails at compile time, before anything ran
+                per_array_reason = f"{type(exc).__name__}: {exc}"
+        for k in range(start, stop):
+            _nonfinite_one(launch.blocks(flat[k].size), launch.GEOMETRY.threads, flat[k], k, flags)
     return flags.any(axis=1)

@@ -68,3 +68,15 @@ def test_nonfinite_each_chunks_many_arrays_of_mixed_dtypes():
     with launch.geometry(threads=2, max_blocks=1):
         flags = backend.to_numpy(finite.nonfinite_each([device(a) for a in arrays]))
     assert np.flatnonzero(flags).tolist() == [0, finite.CHUNK + 4]
+
+
+@pytest.mark.cudasim
+def test_nonfinite_each_per_array_when_chunked_kernels_do_not_compile(monkeypatch):
+    def refuses(*args):
+        raise TypeError("no tuple indexing here")
+    monkeypatch.setattr(finite, "_nonfinite_chunk", refuses)
+    monkeypatch.setattr(finite, "per_array_reason", None)
+    arrays = [np.ones(9), np.array([1.0, np.inf]), np.ones(3, np.float32)]
+    with launch.geometry(threads=2, max_blocks=2):
+        flags = backend.to_numpy(finite.nonfinite_each([device(a) for a in arrays]))
+    assert flags.tolist() == [False, True, False] and finite.per_array_reason.startswith("TypeError")

@@ -98,3 +98,26 @@ def test_launch_count_is_one_per_chunk(on_cuda_kernels, monkeypatch):
         p.grad = _device(np.ones(p.shape))
     opt.step()
     assert [g[1] for g in launches] == [8, 2]      # 10 parameters: one full chunk, one of 2
+
+
+@pytest.mark.cudasim
+def test_per_tensor_launches_when_chunked_kernels_do_not_compile(on_cuda_kernels, monkeypatch):
+    def refuses(*args):
+        raise TypeError("no tuple indexing here")
+    monkeypatch.setattr(cuda_optim, "_sgd_chunk", refuses)
+    monkeypatch.setattr(cuda_optim, "per_tensor_reason", None)
+    rng = np.random.default_rng(1)
+    initial = [rng.standard_normal(s) for s in SHAPES]
+    params = [nn.Parameter(_device(a.copy())) for a in initial]
+    opt = optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1)
+    expected, states = [a.copy() for a in initial], [{} for _ in initial]
+    for _ in range(2):
+        grads = [rng.standard_normal(s) for s in SHAPES]
+        for p, g in zip(params, grads):
+            p.grad = _device(g)
+        opt.step()
+        for param, grad, state in zip(expected, grads, states):
+            reference.sgd_update(dict(opt.param_groups[0]), param, grad, state)
+    assert cuda_optim.per_tensor_reason == "TypeError: no tuple indexing here"
+    for p, e in zip(params, expected):
+        np.testing.assert_array_equal(backend.to_numpy(p.data), e)
