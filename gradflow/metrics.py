@@ -192,3 +192,76 @@ class ConfusionMatrix:
             "per_class_iou": per_class_iou(matrix).tolist(),
             "miou": mean_iou(matrix),
         }
+
+
+# ---- binary segmentation: one sigmoid channel, foreground IoU and Dice --------------------------
+def sigmoid_predictions(logits, threshold=0.5):
+    """0/1 class ids (N, ...) from binary logits (N, 1, ...) or (N, ...): 1 where sigmoid(logit) > threshold.
+
+    Compares the logits with logit(threshold) instead of taking the sigmoid (the same
+    decision, without an exp per pixel); the ids stay on the logits' device.
+    """
+    logits = _array(logits)
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+    if logits.ndim >= 3 and logits.shape[1] == 1:
+        logits = logits[:, 0]
+    return (logits > np.log(threshold / (1 - threshold))).astype(np.int64)
+
+
+def per_class_dice(cm):
+    """Dice (F1) of each class: 2 TP / (2 TP + FP + FN); NaN for a class in neither target nor prediction."""
+    cm = np.asarray(cm)
+    tp = np.diag(cm)
+    return _ratio(2 * tp, cm.sum(axis=1) + cm.sum(axis=0))
+
+
+class BinaryMetrics:
+    """Foreground IoU and Dice of binary segmentation, accumulated over batches.
+
+        metrics = BinaryMetrics(threshold=0.5)
+        for images, masks in loader:                 # masks of 0/1 (ignore_index pixels skipped)
+            metrics.update(model(images), masks)     # logits (N, 1, H, W), or 0/1 ids (N, H, W)
+        metrics.compute()["foreground_iou"]
+
+    Counts go to a 2-class ConfusionMatrix, so ``compute()`` also has its pixel
+    accuracy, per-class IoU and mIoU (background and foreground), plus
+    "foreground_iou", "foreground_dice" and "per_class_dice".
+    """
+
+    def __init__(self, threshold=0.5, ignore_index=255):
+        self.threshold = threshold
+        self.confusion = ConfusionMatrix(2, ignore_index=ignore_index)
+
+    @property
+    def matrix(self):
+        return self.confusion.matrix
+
+    @matrix.setter
+    def matrix(self, value):
+        self.confusion.matrix = value
+
+    @property
+    def counts(self):
+        return self.confusion.counts
+
+    def update(self, pred, target):
+        pred, target = _array(pred), _array(target)
+        if pred.ndim != target.ndim or pred.dtype.kind == "f":     # logits: threshold them
+            pred = sigmoid_predictions(pred, self.threshold)
+        self.confusion.update(pred, target)
+        return self
+
+    def reset(self):
+        self.confusion.reset()
+
+    def compute(self):
+        return self.scores(self.matrix)
+
+    @staticmethod
+    def scores(matrix):
+        """compute()'s dict for a (2, 2) host count matrix."""
+        metrics = ConfusionMatrix.scores(matrix)
+        iou, dice = per_class_iou(matrix), per_class_dice(matrix)
+        metrics.update(foreground_iou=float(iou[1]), foreground_dice=float(dice[1]), per_class_dice=dice.tolist())
+        return metrics

@@ -14,7 +14,7 @@ from gradflow import checkpoint
 from gradflow import random as gf_random
 from models.factories import build_model
 
-CHECKPOINT_FORMAT = "gradflow-trainer/1"
+CHECKPOINT_FORMAT = "gradflow-trainer/2"
 
 
 def capture_rng():

@@ -9,7 +9,8 @@ MODELS = {"fcn": ("models.fcn", "FCN"), "unet": ("models.unet", "UNet")}
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau")
 # Each model's default recipe: the Config fields where it differs from the dataclass defaults (FCN's).
-RECIPES = {"fcn": {}, "unet": {}}
+RECIPES = {"fcn": {}, "unet": {"width": 8, "optimizer": "adam", "lr": 3e-3, "weight_decay": 0.0,
+                               "scheduler": "plateau", "train_size": 4000, "epochs": 12}}
 
 
 @dataclasses.dataclass
@@ -32,7 +33,10 @@ class Config:
     width: int = 16
     device: str = "auto"
     seed: int = 0
-    augment: bool = True
+    augment: str = "light"          # none | light | strong (models/presets.py)
+    loss: str = "ce"                # ce | bce | dice | bce+dice (models/losses.py)
+    class_weights: object = None    # None, "auto" (inverse frequency) or one weight per class
+    early_stop: int = 0             # stop when the validation score has not improved for this many epochs (0: never)
     clip_grad: float = None         # max gradient norm (clip_grad_norm_); None: no clipping
     skip_bad: bool = False          # folder datasets: skip (and list) bad files instead of failing
     ckpt_every: int = 0             # also checkpoint every N steps (0: only at epoch ends)

@@ -1,12 +1,13 @@
-"""Everything a run is built from, each made from the Config: model, device, data, loss, optimizer, scheduler."""
+"""What a run is built from, each made from the Config: model, device, data, optimizer, scheduler.
+
+The loss is made in models/losses.py, the augmentation in models/presets.py.
+"""
 import importlib
 
 import gradflow as gf
-import gradflow.nn.functional as F
 import gradflow.optim
 from gradflow import backend
-from gradflow.data import IGNORE_INDEX, get_splits
-from gradflow.data import transforms as T
+from gradflow.data import get_splits
 from models.config import MODELS, OPTIMIZERS, SCHEDULERS
 
 
@@ -39,22 +40,6 @@ def skipped_files(dataset):
     return list(getattr(dataset, "skipped", []))
 
 
-def make_augment(cfg):
-    """Paired flips for shapes and real photos; none for digits (a mirrored 2 is not a 2)."""
-    if not cfg.augment or cfg.dataset == "digits":
-        return None
-    if cfg.dataset == "shapes":
-        return T.Compose([T.RandomHorizontalFlip(), T.RandomVerticalFlip()])
-    return T.RandomHorizontalFlip()
-
-
-def make_criterion(cfg, num_classes):
-    """``criterion(logits, masks) -> scalar loss Tensor`` (mean over the counted pixels)."""
-    def cross_entropy(logits, masks):
-        return F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
-    return cross_entropy
-
-
 def make_optimizer(cfg, params):
     if cfg.optimizer == "sgd":
         return gf.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -70,7 +55,7 @@ def make_scheduler(cfg, optimizer, steps_per_epoch):
 
     cosine anneals to 0 over every iteration of the run (smooth even for few epochs);
     step divides the lr by 10 after each third of the epochs; plateau halves it when
-    validation mIoU has not improved for 2 epochs.
+    the validation score (mIoU; binary: foreground IoU) has not improved for 2 epochs.
     """
     sched = gf.optim.lr_scheduler
     if cfg.scheduler == "none":

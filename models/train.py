@@ -2,7 +2,7 @@
 
     train_step(model, criterion, optimizer, images, masks)   # one update; the place to change how a step runs
     train_one_epoch(run)                                      # a Trainer's epoch, resumable at any step
-    evaluate(model, loader, criterion, num_classes)           # validation metrics and mean loss
+    evaluate(model, loader, criterion, task)                  # validation metrics and mean loss
 
 The Trainer (models/trainer.py) owns a run's state and calls these; models/cli.py
 is the command line (`main`).
@@ -22,8 +22,6 @@ import time
 import gradflow as gf
 import gradflow.nn
 from gradflow import backend, transfer
-from gradflow.data import IGNORE_INDEX
-from gradflow.metrics import ConfusionMatrix
 from models.utils import NonFiniteError, progress_bar
 
 
@@ -61,15 +59,15 @@ def train_one_epoch(run):
     run.model.train()
     run.loader.set_epoch(run.epoch)
     bar = progress_bar(cfg.progress, steps, run.step, f"epoch {run.epoch + 1}/{cfg.epochs}")
-    cm = ConfusionMatrix(run.num_classes, ignore_index=IGNORE_INDEX)
-    cm.matrix = stats["confusion"]
+    metric = run.task.metric()
+    metric.matrix = stats["confusion"]
     started = time.perf_counter() - stats["seconds"]
     unread = []            # (loss, health) of the steps since the last read-back
     for images, masks in run.loader:
         loss, health, logits = train_step(run.model, run.criterion, run.optimizer, images, masks, cfg.clip_grad)
         if run.scheduler_mode == "iteration":
             run.scheduler.step()
-        cm.update(logits, masks)
+        metric.update(logits, masks)
         del logits
         unread.append((loss, health))
         run.step += 1
@@ -80,36 +78,38 @@ def train_one_epoch(run):
             bar.update(1)
         checkpoint_due = cfg.ckpt_every and run.global_step % cfg.ckpt_every == 0 and run.step < steps
         if checkpoint_due or len(unread) >= cfg.log_every:
-            read_back(run, cm, unread, bar, started)
+            read_back(run, metric, unread, bar, started)
             unread = []
         if checkpoint_due:
             run.save("last.ckpt")
     if unread:
-        read_back(run, cm, unread, bar, started)
+        read_back(run, metric, unread, bar, started)
     if bar is not None:
         bar.close()
-    return ConfusionMatrix.scores(stats["confusion"])
+    return metric.scores(stats["confusion"])
 
 
-def read_back(run, cm, unread, bar, started):
+def read_back(run, metric, unread, bar, started):
     """The one device-to-host transfer of a logging interval: the steps' losses and
-    finiteness checks and the running confusion matrix. Raises NonFiniteError for
+    finiteness checks and the running metric's counts. Raises NonFiniteError for
     the first step with a NaN/Inf; otherwise updates the run's statistics."""
     stats = run.running
     xp = backend.get_array_module(unread[0][0])
     losses, health, counts = transfer.to_host(xp.stack([loss for loss, _ in unread]),
-                                              xp.stack([flags for _, flags in unread]), cm.counts)
+                                              xp.stack([flags for _, flags in unread]), metric.counts)
     first = run.global_step - len(unread)
     for k, (loss_value, flags) in enumerate(zip(losses.tolist(), health)):
         if flags.any():
             raise NonFiniteError(_where_it_broke(run, first + k, len(unread) - k, loss_value, flags))
         run.step_losses.append(loss_value)
         stats["loss_sum"] += loss_value
-    stats["confusion"] = counts.reshape(run.num_classes, run.num_classes).copy()
+    side = int(round(counts.size ** 0.5))
+    stats["confusion"] = counts.reshape(side, side).copy()
     stats["seconds"] = time.perf_counter() - started
     if bar is not None:
-        miou = ConfusionMatrix.scores(stats["confusion"])["miou"]
-        bar.set_postfix(loss=f"{run.step_losses[-1]:.4f}", mIoU=f"{miou:.3f}",
+        monitor = run.task.monitor
+        score = metric.scores(stats["confusion"])[monitor]
+        bar.set_postfix(loss=f"{run.step_losses[-1]:.4f}", **{monitor: f"{score:.3f}"},
                         img_s=f"{stats['images'] / max(stats['seconds'], 1e-9):.1f}", refresh=False)
 
 
@@ -135,34 +135,35 @@ def _where_it_broke(run, global_step, steps_back, loss_value, flags):
             f"the last good step is saved; {saved}. Lower --lr or set --clip-grad.")
 
 
-def evaluate(model, loader, criterion, num_classes):
-    """Validation metrics (pixel/mean accuracy, per-class IoU, mIoU) and the loss, averaged
-    over samples; the losses and the counts come back in one transfer at the end."""
+def evaluate(model, loader, criterion, task):
+    """Validation metrics (pixel/mean accuracy, per-class IoU, mIoU; binary: also foreground IoU and
+    Dice) and the loss, averaged over samples; losses and counts come back in one transfer at the end."""
     was_training = model.training
     model.eval()
-    cm = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
+    metric = task.metric()
     losses, sizes = [], []
     with gf.no_grad():
         for images, masks in loader:
             logits = model(images)
             losses.append(criterion(logits, masks).data)
             sizes.append(images.shape[0])
-            cm.update(logits, masks)
+            metric.update(logits, masks)
     model.train(was_training)
     if not losses:
-        return dict(cm.compute(), loss=0.0)
+        return dict(metric.compute(), loss=0.0)
     xp = backend.get_array_module(losses[0])
-    values, counts = transfer.to_host(xp.stack(losses), cm.counts)
-    metrics = ConfusionMatrix.scores(counts.reshape(num_classes, num_classes))
+    values, counts = transfer.to_host(xp.stack(losses), metric.counts)
+    side = int(round(counts.size ** 0.5))
+    metrics = metric.scores(counts.reshape(side, side))
     metrics["loss"] = sum(value * size for value, size in zip(values.tolist(), sizes)) / max(sum(sizes), 1)
     return metrics
 
 
-def predict(model, images):
+def predict(model, images, task):
     """Class ids (N, H, W) numpy for a batch Tensor of images."""
     was_training = model.training
     model.eval()
     with gf.no_grad():
-        ids = backend.to_numpy(model(images).data.argmax(axis=1))
+        ids = backend.to_numpy(task.predictions(model(images).data))
     model.train(was_training)
     return ids

@@ -6,8 +6,14 @@
 
 A run directory ``<out>/<name>/`` gets ``last.ckpt`` (every epoch and every
 ``ckpt_every`` steps; the one before it kept as ``last.ckpt.prev``), ``best.ckpt``
-(best validation mIoU), ``metrics.json`` (one entry per epoch), ``curves.png``
-and ``predictions.png``.
+(best validation score: mIoU, or foreground IoU for binary tasks),
+``metrics.json`` (one entry per epoch), ``curves.png`` and ``predictions.png``.
+
+Early stopping (``early_stop`` = patience): after each epoch without a better
+validation score a counter grows; when it reaches the patience the run stops,
+says why in the log and in metrics.json, and best.ckpt holds the best epoch.
+The counter is in the checkpoint, so a resumed run stops where an unbroken one
+would.
 
 Resume is exact: a checkpoint holds the weights, optimizer and scheduler state,
 the epoch and step within it, the loader's position, every random generator
@@ -25,8 +31,11 @@ from gradflow import checkpoint
 from gradflow.data import DataLoader
 from models import plots
 from models.checkpoints import CHECKPOINT_FORMAT, capture_rng, restore_rng
-from models.factories import (build_model, load_splits, make_augment, make_criterion, make_optimizer,
-                              make_scheduler, resolve_device, skipped_files)
+from models.factories import (build_model, load_splits, make_optimizer, make_scheduler, resolve_device,
+                              skipped_files)
+from models.losses import make_criterion, resolve_class_weights
+from models.presets import make_augment
+from models.task import detect_task
 from models.train import evaluate, predict, train_one_epoch
 from models.utils import NonFiniteError, first_nonfinite, write_json
 
@@ -48,18 +57,25 @@ class Trainer:
 
         gf.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2 ** 32)
-        self.train_set, self.val_set = load_splits(cfg)
-        for file, why in skipped_files(self.train_set) + skipped_files(self.val_set):
+        train_set, val_set = load_splits(cfg)
+        for file, why in skipped_files(train_set) + skipped_files(val_set):
             self.log(f"skipped {file}: {why}")
-        self.num_classes = self.train_set.num_classes
-        self.class_names = list(self.train_set.class_names)
+        self.task = detect_task(cfg.loss, cfg.dataset, train_set)
+        self.train_set, self.val_set = self.task.wrap(train_set), self.task.wrap(val_set)
+        self.num_classes = self.task.num_classes
+        self.class_names = list(self.task.class_names)
+        self.class_weights = resolve_class_weights(cfg.class_weights, self.task, self.train_set)
+        if cfg.class_weights == "auto":
+            self.log("class weights (inverse frequency): " + ", ".join(
+                f"{name} {w:.3g}" for name, w in zip(self.class_names, self.class_weights)))
         sample_image, _ = self.train_set[0]
-        self.model_spec = {"name": cfg.model, "num_classes": self.num_classes, "in_channels": sample_image.shape[0],
-                           "width": cfg.width, "norm": cfg.norm}
+        self.model_spec = {"name": cfg.model, "num_classes": self.task.output_channels,
+                           "in_channels": sample_image.shape[0], "width": cfg.width, "norm": cfg.norm}
         self.model = build_model(**self.model_spec).to(self.device)
-        self.criterion = make_criterion(cfg, self.num_classes)
+        self.criterion = make_criterion(cfg.loss, self.task, self.class_weights, self.device)
         self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                 seed=cfg.seed, transform=make_augment(cfg), device=self.device)
+                                 seed=cfg.seed, transform=make_augment(cfg.augment, cfg.dataset, cfg.image_size),
+                                 device=self.device)
         if len(self.loader) == 0:
             raise ValueError(f"batch size {cfg.batch_size} is larger than the training set "
                              f"({len(self.train_set)} samples); lower --batch-size or raise --train-size")
@@ -68,7 +84,7 @@ class Trainer:
         self.scheduler, self.scheduler_mode = make_scheduler(cfg, self.optimizer, len(self.loader))
 
         self.epoch, self.step, self.global_step = 0, 0, 0
-        self.history, self.best_miou = [], -1.0
+        self.history, self.best_score, self.bad_epochs = [], -1.0, 0   # bad: epochs since the best one
         self.step_losses = []          # every step's loss, for determinism checks
         self._reset_running()
         if resume is not None:
@@ -91,14 +107,16 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "config": dataclasses.asdict(self.cfg),
             "model_spec": self.model_spec,
+            "task": dataclasses.asdict(self.task),
             "class_names": self.class_names,
+            "class_weights": self.class_weights,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "epoch": self.epoch, "step": self.step, "global_step": self.global_step,
             "loader": self.loader.state_dict(),
             "rng": capture_rng(),
-            "history": self.history, "best_miou": self.best_miou,
+            "history": self.history, "best_score": self.best_score, "bad_epochs": self.bad_epochs,
             "running": {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self.running.items()},
             "step_losses": list(self.step_losses),
         }
@@ -111,7 +129,8 @@ class Trainer:
         self.loader.load_state_dict(state["loader"])
         restore_rng(state["rng"])
         self.epoch, self.step, self.global_step = state["epoch"], state["step"], state["global_step"]
-        self.history, self.best_miou = list(state["history"]), state["best_miou"]
+        self.history, self.best_score = list(state["history"]), state["best_score"]
+        self.bad_epochs = state["bad_epochs"]
         self.running = dict(state["running"])
         self.running["confusion"] = np.array(self.running["confusion"], dtype=np.int64)
         self.step_losses = list(state["step_losses"])
@@ -131,17 +150,32 @@ class Trainer:
     # ---- the epoch loop -----------------------------------------------------------------
     def fit(self):
         cfg = self.cfg
-        if self.epoch >= cfg.epochs:
+        if self.stopped_early():
+            self.log(f"nothing to do: the run stopped early after epoch {self.epoch} ({self.stop_reason()})")
+        elif self.epoch >= cfg.epochs:
             self.log(f"nothing to do: the checkpoint already finished {self.epoch} of {cfg.epochs} epochs")
-        while self.epoch < cfg.epochs:
+        while self.epoch < cfg.epochs and not self.stopped_early():
             train_metrics = train_one_epoch(self)
             self.end_epoch(train_metrics)
         return self.history
 
+    def stopped_early(self):
+        return bool(self.cfg.early_stop) and self.bad_epochs >= self.cfg.early_stop
+
+    def stop_reason(self):
+        best = self.best_record()
+        return (f"val {self.task.monitor} has not improved on {self.best_score:.4f} (epoch {best['epoch']}) for "
+                f"{self.bad_epochs} epoch{'s' if self.bad_epochs != 1 else ''}, patience {self.cfg.early_stop}; "
+                f"best.ckpt holds epoch {best['epoch']}")
+
+    def best_record(self):
+        key = f"val_{self.task.monitor}"
+        return max(self.history, key=lambda h: h[key]) if self.history else None
+
     def end_epoch(self, train_metrics):
         """Validate, log, write artefacts and the epoch-end checkpoint; advance to the next epoch."""
-        run = self.running
-        val = evaluate(self.model, self.val_loader, self.criterion, self.num_classes)
+        run, monitor = self.running, self.task.monitor
+        val = evaluate(self.model, self.val_loader, self.criterion, self.task)
         lr = self.optimizer.param_groups[0]["lr"]
         record = {
             "epoch": self.epoch + 1, "steps": run["steps"], "lr": lr,
@@ -152,16 +186,21 @@ class Trainer:
             "val_per_class_iou": val["per_class_iou"],
             "seconds": run["seconds"], "images_per_s": run["images"] / max(run["seconds"], 1e-9),
         }
+        if self.task.binary:
+            record.update(train_foreground_iou=train_metrics["foreground_iou"],
+                          val_foreground_iou=val["foreground_iou"], val_foreground_dice=val["foreground_dice"])
         self.history.append(record)
+        score = val[monitor] if val[monitor] == val[monitor] else 0.0     # NaN (nothing to score) counts as 0
         if self.scheduler_mode == "epoch":
             self.scheduler.step()
         elif self.scheduler_mode == "plateau":
-            self.scheduler.step(val["miou"])
-        improved = val["miou"] > self.best_miou
-        if improved:
-            self.best_miou = val["miou"]
+            self.scheduler.step(score)
+        improved = score > self.best_score
+        self.best_score, self.bad_epochs = (score, 0) if improved else (self.best_score, self.bad_epochs + 1)
+        binary = f"  val fg IoU {val['foreground_iou']:.4f}  fg Dice {val['foreground_dice']:.4f}" \
+            if self.task.binary else ""
         self.log(f"epoch {record['epoch']}/{self.cfg.epochs}  train loss {record['train_loss']:.4f}  "
-                 f"val pixel acc {val['pixel_accuracy']:.4f}  val mIoU {val['miou']:.4f}"
+                 f"val pixel acc {val['pixel_accuracy']:.4f}  val mIoU {val['miou']:.4f}{binary}"
                  f"{'  (best)' if improved else ''}  lr {lr:.2e}  {record['seconds']:.1f}s  "
                  f"{record['images_per_s']:.1f} img/s")
         self.epoch, self.step = self.epoch + 1, 0
@@ -169,15 +208,19 @@ class Trainer:
         self.save("last.ckpt")
         if improved:
             self.save("best.ckpt", keep_previous=False)
+        if self.stopped_early():
+            self.log(f"early stop after epoch {self.epoch} of {self.cfg.epochs}: {self.stop_reason()}")
         self.write_artifacts()
         return record
 
     # ---- artefacts ----------------------------------------------------------------------
     def write_artifacts(self):
-        best = max(self.history, key=lambda h: h["val_miou"]) if self.history else None
+        best, monitor = self.best_record(), self.task.monitor
         write_json({"config": dataclasses.asdict(self.cfg), "model": self.model_spec,
-                    "class_names": self.class_names, "device": self.device,
-                    "best_epoch": best and best["epoch"], "best_val_miou": best and best["val_miou"],
+                    "task": dataclasses.asdict(self.task), "class_names": self.class_names,
+                    "class_weights": self.class_weights, "device": self.device, "monitor": f"val_{monitor}",
+                    "best_epoch": best and best["epoch"], f"best_val_{monitor}": best and best[f"val_{monitor}"],
+                    "stopped_early": self.stop_reason() if self.stopped_early() else None,
                     "epochs": self.history}, os.path.join(self.run_dir, "metrics.json"))
         if not self.cfg.plots or not self.history:
             return
@@ -187,6 +230,6 @@ class Trainer:
             samples = [self.val_set[i] for i in range(count)]
             images = np.stack([s[0] for s in samples])
             masks = np.stack([s[1] for s in samples])
-            preds = predict(self.model, gf.tensor(images, device=self.device))
+            preds = predict(self.model, gf.tensor(images, device=self.device), self.task)
             plots.save_predictions(images, masks, preds, self.num_classes, self.class_names,
                                    os.path.join(self.run_dir, "predictions.png"))

@@ -29,10 +29,13 @@ def write_json(obj, path):
 
 
 def format_metrics(metrics, class_names):
-    """The metrics table the CLI prints: overall scores, then IoU per class."""
+    """The metrics table the CLI prints: overall scores (binary: with foreground IoU and Dice), then IoU per class."""
     lines = [f"  pixel accuracy  {metrics['pixel_accuracy']:.4f}",
              f"  mean accuracy   {metrics['mean_accuracy']:.4f}",
              f"  mIoU            {metrics['miou']:.4f}"]
+    if "foreground_iou" in metrics:
+        lines += [f"  foreground IoU  {metrics['foreground_iou']:.4f}",
+                  f"  foreground Dice {metrics['foreground_dice']:.4f}"]
     if "loss" in metrics:
         lines.append(f"  loss            {metrics['loss']:.4f}")
     width = max(len("class"), *(len(str(n)) for n in class_names))

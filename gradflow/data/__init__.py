@@ -13,10 +13,10 @@ from gradflow.data.folder import FolderDataset
 from gradflow.data.loader import DataLoader, collate
 from gradflow.data.registry import DATASETS, get_dataset, get_splits
 from gradflow.data.shapes import ShapesDataset
-from gradflow.data.transforms import (Compose, Normalize, RandomCrop, RandomHorizontalFlip, RandomScale,
-                                      RandomVerticalFlip, Resize)
+from gradflow.data.transforms import (ColorJitter, Compose, Normalize, RandomCrop, RandomHorizontalFlip,
+                                      RandomRotation, RandomRotation90, RandomScale, RandomVerticalFlip, Resize)
 
 __all__ = ["Dataset", "Subset", "random_split", "DataLoader", "collate", "ShapesDataset", "DigitsDataset",
            "FolderDataset", "IGNORE_INDEX", "DATASETS", "get_dataset", "get_splits", "Compose", "Normalize",
-           "RandomCrop", "RandomHorizontalFlip", "RandomScale", "RandomVerticalFlip", "Resize", "functional",
-           "transforms"]
+           "RandomCrop", "RandomHorizontalFlip", "RandomScale", "RandomVerticalFlip", "Resize", "RandomRotation",
+           "RandomRotation90", "ColorJitter", "functional", "transforms"]

@@ -60,6 +60,11 @@ class BatchNorm2d(Module):
                 init.zeros_(self.bias)
 
     def forward(self, input):
+        return F.batch_norm(*self._batch_norm_arguments(input))
+
+    def _batch_norm_arguments(self, input):
+        """F.batch_norm's arguments for this call (counting the batch in num_batches_tracked); a
+        subclass can hand them to another form of the op, such as the fused batch_norm_relu."""
         if input.ndim != 4:
             raise ValueError(f"expected 4D input (got {input.ndim}D input)")
         average_factor = 0.0 if self.momentum is None else self.momentum
@@ -70,8 +75,8 @@ class BatchNorm2d(Module):
         # Batch statistics in training, and also in eval when there are no running stats.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
-                            self.weight, self.bias, use_batch_stats, average_factor, self.eps)
+        return (input, self.running_mean if track else None, self.running_var if track else None,
+                self.weight, self.bias, use_batch_stats, average_factor, self.eps)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, missing_keys, error_msgs):
         # Checkpoints from before num_batches_tracked existed (no version, or version < 2)

@@ -5,7 +5,9 @@ from gradflow.data import DATASETS, DataLoader, get_dataset
 from models.checkpoints import load_checkpoint, model_from_checkpoint
 from models.commands import DEVICES, positive_int
 from models.config import Config
-from models.factories import make_criterion, resolve_device
+from models.factories import resolve_device
+from models.losses import make_criterion
+from models.task import Task
 from models.train import evaluate
 from models.utils import format_metrics, write_json
 
@@ -32,13 +34,13 @@ def run(args, default_model):
     root = args.data_dir or cfg.data_dir
     image_size = args.image_size or cfg.image_size
     device = resolve_device(args.device)
-    num_classes = state["model_spec"]["num_classes"]
+    task = Task(**state["task"])
     size = args.size if args.size is not None else (cfg.val_size if args.split != "train" else cfg.train_size)
-    dataset = get_dataset(name, args.split, image_size=image_size, seed=cfg.seed, root=root, size=size,
-                          num_classes=num_classes)
+    dataset = task.wrap(get_dataset(name, args.split, image_size=image_size, seed=cfg.seed, root=root, size=size,
+                                    num_classes=1 if task.foreground_255 else task.num_classes))
     model = model_from_checkpoint(state, device)
-    metrics = evaluate(model, DataLoader(dataset, batch_size=args.batch_size, device=device),
-                       make_criterion(cfg, num_classes), num_classes)
+    criterion = make_criterion(cfg.loss, task, state["class_weights"], device)
+    metrics = evaluate(model, DataLoader(dataset, batch_size=args.batch_size, device=device), criterion, task)
     print(f"{args.checkpoint}: {state['model_spec']['name']} after {state['epoch']} epoch(s); "
           f"{name} {args.split} split, {len(dataset)} images, {image_size}px")
     print(format_metrics(metrics, state["class_names"]))

@@ -13,6 +13,7 @@ from models.commands import DEVICES, EXIT_ERROR, non_negative_int
 from models.config import Config
 from models.factories import resolve_device
 from models.plots import save_mask_png
+from models.task import Task
 from models.train import predict
 
 HELP = "segment image files into colour mask PNGs"
@@ -35,7 +36,8 @@ def run(args, default_model):
     size = cfg.image_size if args.image_size is None else args.image_size
     device = resolve_device(args.device)
     model = model_from_checkpoint(state, device)
-    num_classes, in_channels = state["model_spec"]["num_classes"], state["model_spec"]["in_channels"]
+    task = Task(**state["task"])
+    num_classes, in_channels = task.num_classes, state["model_spec"]["in_channels"]
     os.makedirs(args.out, exist_ok=True)
     failed = []
     for path in args.images:
@@ -49,7 +51,7 @@ def run(args, default_model):
             failed.append(f"{path}: {image.shape[0]} channels, the model takes {in_channels}")
             continue
         model_input = resize_image(image, size) if size else image
-        ids = predict(model, gf.tensor(model_input[None].astype(np.float32), device=device))[0]
+        ids = predict(model, gf.tensor(model_input[None].astype(np.float32), device=device), task)[0]
         if ids.shape != (height, width):
             ids = resize_mask(ids, (height, width))
         target = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + "_mask.png")

@@ -10,13 +10,22 @@ from models.checkpoints import load_checkpoint
 from models.commands import DEVICES, non_negative_int, positive_float, positive_int
 from models.config import MODELS, OPTIMIZERS, SCHEDULERS, Config, default_config
 from models.layers import NORMS
+from models.losses import LOSSES, parse_class_weights
+from models.presets import AUGMENTS
 from models.trainer import Trainer
 from models.utils import format_metrics
 
 HELP = "train a model (the default command)"
 PARSER_OPTIONS = {"formatter_class": argparse.RawDescriptionHelpFormatter}
 # Options a resumed run may change; everything else comes from the checkpoint so the run stays the same run.
-RESUME_OVERRIDES = ("epochs", "device", "ckpt_every", "log_every", "progress", "plots", "out", "name")
+RESUME_OVERRIDES = ("epochs", "early_stop", "device", "ckpt_every", "log_every", "progress", "plots", "out", "name")
+
+
+def _class_weights(text):
+    try:
+        return parse_class_weights(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser, default_model):
@@ -29,8 +38,10 @@ def add_arguments(parser, default_model):
     data.add_argument("--image-size", type=positive_int, help="images are square, this many pixels a side")
     data.add_argument("--train-size", type=positive_int, help="training samples (shapes/digits) or a cap (folder)")
     data.add_argument("--val-size", type=positive_int, help="validation samples (shapes/digits) or a cap")
-    data.add_argument("--no-augment", dest="augment", action="store_const", const=False,
-                      help="no random flips")
+    data.add_argument("--augment", choices=AUGMENTS,
+                      help="light: flips and 90-degree turns; strong: also scale+crop, small rotations, colour "
+                           "jitter (digits: no flips or turns)")
+    data.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="--augment none")
     data.add_argument("--skip-bad", action="store_const", const=True,
                       help="folder: skip (and list) unreadable or mismatched files instead of failing")
     model = parser.add_argument_group("model")
@@ -38,6 +49,14 @@ def add_arguments(parser, default_model):
     model.add_argument("--norm", choices=NORMS, help="GroupNorm or BatchNorm after each conv")
     model.add_argument("--width", type=positive_int, help="channels of the first stage")
     opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--loss", choices=LOSSES,
+                     help="ce: softmax cross-entropy; bce, bce+dice: binary masks (0/1 or 0/255), one sigmoid "
+                          "channel; dice: soft Dice (binary on two-class data, else of the softmax)")
+    opt.add_argument("--class-weights", type=_class_weights, metavar="auto|W0,W1,...",
+                     help="weigh the cross-entropy per class; auto: inverse class frequency")
+    opt.add_argument("--early-stop", type=non_negative_int, metavar="PATIENCE",
+                     help="stop when the validation score (mIoU; binary: foreground IoU) has not improved for "
+                          "PATIENCE epochs (0: never)")
     opt.add_argument("--epochs", type=positive_int)
     opt.add_argument("--batch-size", type=positive_int)
     opt.add_argument("--optimizer", choices=OPTIMIZERS)
@@ -66,8 +85,8 @@ def add_arguments(parser, default_model):
 
 
 def _describe(cfg):
-    fields = ("dataset", "image_size", "train_size", "val_size", "epochs", "batch_size", "optimizer", "lr",
-              "weight_decay", "scheduler", "norm", "width", "device", "seed", "out")
+    fields = ("dataset", "image_size", "train_size", "val_size", "augment", "epochs", "batch_size", "loss",
+              "optimizer", "lr", "weight_decay", "scheduler", "norm", "width", "device", "seed", "out")
     return ", ".join(f"{f.replace('_', '-')}={getattr(cfg, f)}" for f in fields) + "."
 
 
@@ -126,15 +145,13 @@ def run(args, default_model):
 
 def summarize(trainer):
     """The final validation table, the best epoch and the throughput."""
-    cfg, history = trainer.cfg, trainer.history
-    last = history[-1]
-    best = max(history, key=lambda h: h["val_miou"])
+    cfg, history, monitor = trainer.cfg, trainer.history, trainer.task.monitor
+    last, best = history[-1], trainer.best_record()
     print(f"validation after epoch {last['epoch']}:")
-    print(format_metrics({"pixel_accuracy": last["val_pixel_accuracy"], "mean_accuracy": last["val_mean_accuracy"],
-                          "miou": last["val_miou"], "per_class_iou": last["val_per_class_iou"],
-                          "loss": last["val_loss"]}, trainer.class_names))
+    print(format_metrics({key[len("val_"):]: value for key, value in last.items() if key.startswith("val_")},
+                         trainer.class_names))
     seconds = sum(h["seconds"] for h in history)
     images = sum(h["steps"] for h in history) * cfg.batch_size
-    print(f"best val mIoU {best['val_miou']:.4f} (epoch {best['epoch']}); training time {seconds:.1f}s, "
+    print(f"best val {monitor} {best[f'val_{monitor}']:.4f} (epoch {best['epoch']}); training time {seconds:.1f}s, "
           f"{images / max(seconds, 1e-9):.1f} images/s; wrote {trainer.run_dir}/"
           f"{{last.ckpt,best.ckpt,metrics.json{',curves.png,predictions.png' if cfg.plots else ''}}}")

@@ -5,6 +5,7 @@ import pytest
 import gradflow as gf
 from models.checkpoints import load_checkpoint
 from models.fcn import FCN
+from models.layers import BatchNormReLU, GroupNormReLU
 from models.trainer import Trainer
 from models.unet import UNet
 from tests.models.faults import Crash, crash_after
@@ -44,6 +45,44 @@ def test_fcn_starts_as_bilinear_fusion():
     assert model.up8.weight.shape == (3, 3, 16, 16)
 
 
+class _TorchGroupNormReLU(torch.nn.GroupNorm):
+    def forward(self, x):
+        return torch.relu(super().forward(x))
+
+
+class _TorchBatchNormReLU(torch.nn.BatchNorm2d):
+    def forward(self, x):
+        return torch.relu(super().forward(x))
+
+
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_fused_norm_relu_layers_match_pytorch(norm):
+    """Forward, every gradient, and (batch norm) the running statistics in training and eval mode."""
+    rng = np.random.default_rng(3)
+    ours = GroupNormReLU(2, 4).double() if norm == "group" else BatchNormReLU(4).double()
+    theirs = (_TorchGroupNormReLU(2, 4) if norm == "group" else _TorchBatchNormReLU(4)).double()
+    with gf.no_grad():
+        ours.weight.data[...] = rng.normal(size=4)
+        ours.bias.data[...] = rng.normal(size=4)
+    theirs.load_state_dict({k: torch.from_numpy(np.asarray(v.data).copy()) for k, v in ours.state_dict().items()})
+    for training in (True, False):
+        ours.train(training)
+        theirs.train(training)
+        x = rng.normal(size=(3, 4, 5, 6))
+        ours_x, theirs_x = gf.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        out, expected = ours(ours_x), theirs(theirs_x)
+        np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), rtol=1e-10, atol=1e-12)
+        assert (out.detach().numpy() >= 0).all() and (out.detach().numpy() == 0).any()
+        g = rng.normal(size=x.shape)
+        (out * gf.tensor(g)).sum().backward()
+        (expected * torch.tensor(g)).sum().backward()
+        np.testing.assert_allclose(ours_x.grad.numpy(), theirs_x.grad.numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(ours.bias.grad.numpy(), theirs.bias.grad.numpy(), rtol=1e-9, atol=1e-12)
+        for name, value in theirs.state_dict().items():     # running statistics follow the same updates
+            np.testing.assert_allclose(np.asarray(ours.state_dict()[name].data), value.numpy(), rtol=1e-12)
+
+
 def _torch_fcn(num_classes, width, norm):
     """The same architecture written in PyTorch, to load our state_dict by key."""
     nn = torch.nn
@@ -51,8 +90,8 @@ def _torch_fcn(num_classes, width, norm):
     def block(cin, cout, count):
         layers = []
         for i in range(count):
-            norm_layer = nn.GroupNorm(cout, cout) if norm == "group" else nn.BatchNorm2d(cout)
-            layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False), norm_layer, nn.ReLU()]
+            norm_layer = _TorchGroupNormReLU(cout, cout) if norm == "group" else _TorchBatchNormReLU(cout)
+            layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False), norm_layer]
         return nn.Sequential(*layers, nn.MaxPool2d(2))
 
     class TorchFCN(nn.Module):
@@ -105,13 +144,13 @@ def test_fcn_matches_pytorch_twin(norm):
 def test_unet_state_dict_keys_and_skip_concat():
     model = UNet(4, width=4, depth=2)
     keys = list(model.state_dict())
-    assert "down.0.0.weight" in keys and "up.1.4.bias" in keys and "upsample.0.weight" in keys
+    assert "down.0.0.weight" in keys and "up.1.3.bias" in keys and "upsample.0.weight" in keys
     assert model.up[0][0].weight.shape[1] == 2 * 8   # decoder block sees upsampled + skip channels
 
 
 # ---- training end to end -------------------------------------------------------------------------
 def test_loss_falls(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, epochs=6, train_size=8, lr=1e-2, augment=False, scheduler="none"),
+    trainer = Trainer(tiny_config(tmp_path, epochs=6, train_size=8, lr=1e-2, augment="none", scheduler="none"),
                       log=lambda *_: None)
     history = trainer.fit()
     first, last = history[0]["train_loss"], history[-1]["train_loss"]
