@@ -61,9 +61,11 @@ def _counts(pred, target, num_classes, ignore_index):
         from gradflow.kernels.cuda import metrics as cuda_metrics
         counts = xp.zeros(num_classes * num_classes, dtype=xp.int64)
         bad = cuda_metrics.count_pairs(pred, target, num_classes, ignore_index, counts)
-        for which, name in enumerate(("target", "pred")):
-            transfer.check_later(bad[which] != 0, lambda name=name: _raise_out_of_range(
-                name, pred, target, num_classes, ignore_index))
+
+        def raise_error():   # the target's ids first, as on the CPU
+            name = "target" if bool(bad[0]) else "pred"
+            _raise_out_of_range(name, pred, target, num_classes, ignore_index)
+        transfer.check_later(bad.any(), raise_error)
         return counts
     if ignore_index is not None:
         keep = target != ignore_index

@@ -211,9 +211,17 @@ def test_arguments_convert_for_the_direct_launch_inside_tuples(monkeypatch):
 def test_kernels_depending_on_other_modules_cache_by_their_source(tmp_path, monkeypatch):
     """Numba's disk cache checks only the kernel's own file: a kernel compiling in functions
     of other modules caches in a folder named after their source, so editing them recompiles."""
+    import importlib
     import types as pytypes
-    from numba.core import config
-    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path))
+    configs = []
+    for name in ("numba.cuda.core.config", "numba.core.config"):   # numba-cuda has its own
+        try:
+            configs.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    for c in configs:
+        monkeypatch.setattr(c, "CACHE_DIR", str(tmp_path))
+    config = configs[-1]
     module = pytypes.ModuleType("rules_like")
     module.__file__ = str(tmp_path / "rules_like.py")
     folders = []
