@@ -16,8 +16,8 @@ from gradflow.optim import rules
 
 BLOCK = 1 << 14     # elements per parallel block; parameters up to this size run serially
 
-_sgd_element = njit(inline="always")(rules.sgd_element)
-_adam_element = njit(inline="always")(rules.adam_element)
+_sgd_element = njit(inline="always", error_model="numpy")(rules.sgd_element)
+_adam_element = njit(inline="always", error_model="numpy")(rules.adam_element)
 
 
 def _sgd_blocks(param, grad, buffer, first_step, lr, momentum, keep, weight_decay, nesterov, maximize, has_momentum):
@@ -42,8 +42,8 @@ def _adam_blocks(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lerp_weight, 
 # A serial and a parallel compilation of each: a thread pool wake-up costs more than a
 # small update. Not cached on disk: Numba's cache would not notice an edit of rules.py
 # (it checks only this file), and compiling all four takes under a second.
-_sgd_cpu = (njit(_sgd_blocks), njit(parallel=True)(_sgd_blocks))
-_adam_cpu = (njit(_adam_blocks), njit(parallel=True)(_adam_blocks))
+_sgd_cpu = (njit(error_model="numpy")(_sgd_blocks), njit(error_model="numpy", parallel=True)(_sgd_blocks))
+_adam_cpu = (njit(error_model="numpy")(_adam_blocks), njit(error_model="numpy", parallel=True)(_adam_blocks))
 
 
 def _cpu_kernel(pair, size):

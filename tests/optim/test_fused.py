@@ -117,3 +117,16 @@ def test_non_contiguous_parameter_data_is_refused_clearly():
     p.grad = gf.tensor(np.ones((3, 4)))
     with pytest.raises(ValueError, match="contiguous"):
         optim.SGD([p], lr=0.1).step()
+
+
+def test_zero_denominator_gives_nan_as_numpy_does():
+    """eps=0 with a zero gradient: 0/0 is NaN in NumPy's arithmetic (not a ZeroDivisionError)."""
+    p = nn.Parameter(gf.tensor(np.ones(4)))
+    p.grad = gf.tensor(np.zeros(4))
+    opt = optim.Adam([p], lr=0.1, eps=0.0)
+    expected, state = np.ones(4), {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        opt.step()
+        reference.adam_update(dict(opt.param_groups[0]), expected, np.zeros(4), state)
+    assert np.isnan(expected).all()
+    np.testing.assert_array_equal(p.data, expected)
