@@ -94,11 +94,15 @@ def to_device(array, device):
     if device == "cuda":
         cupy = cupy_module()
         return array if is_cuda_array(array) else cupy.asarray(array)
-    return array.get() if is_cuda_array(array) else array
+    return to_numpy(array)
 
 
 def to_numpy(array):
-    return array.get() if is_cuda_array(array) else array
+    """A NumPy array (the array itself on the CPU); a device copy goes through gradflow.transfer."""
+    if is_cuda_array(array):
+        from gradflow import transfer
+        return transfer.to_host(array)
+    return array
 
 
 def current_stream_ptr():

@@ -2,14 +2,16 @@
 
 Everything derives from one (C, C) count matrix ``cm[true, pred]`` (rows are
 targets, columns predictions, as in sklearn.metrics.confusion_matrix). Counting
-is one ``bincount`` over ``true * C + pred`` per batch, on the device that holds
-the predictions; only the small matrix comes back to the host. Accumulating
+runs on the device that holds the predictions: a ``bincount`` over
+``true * C + pred`` on the CPU, a counting kernel on CUDA. ``ConfusionMatrix``
+keeps its counts there and reads them back only when asked (``matrix``,
+``compute()``): one transfer per evaluation, none per batch. Accumulating
 counts (not averaging per-batch scores) gives the same numbers however the
 data is batched.
 """
 import numpy as np
 
-from gradflow import backend
+from gradflow import backend, transfer
 from gradflow.tensor import Tensor
 
 
@@ -40,6 +42,13 @@ def confusion_matrix(pred, target, num_classes, ignore_index=255):
     Any other target (or predicted) id outside [0, num_classes) raises
     ValueError naming it: such a pixel is a data bug, not something to drop.
     """
+    counts = _counts(pred, target, num_classes, ignore_index)
+    return transfer.to_host(counts).reshape(num_classes, num_classes)
+
+
+def _counts(pred, target, num_classes, ignore_index):
+    """The flat (C*C,) int64 counts on the inputs' device. On CUDA an out-of-range id
+    is reported at the next host read (gradflow.transfer.check_later), not here."""
     pred, target = _array(pred), _array(target)
     if target.dtype.kind not in "iub":
         raise ValueError(f"target must hold integer class ids, got dtype {target.dtype}")
@@ -48,17 +57,36 @@ def confusion_matrix(pred, target, num_classes, ignore_index=255):
         raise RuntimeError(f"pred is on {backend.device_of(pred)} but target is on {backend.device_of(target)}")
     xp = backend.get_array_module(target)
     pred, target = pred.ravel().astype(xp.int64), target.ravel().astype(xp.int64)
+    if backend.is_cuda_array(target):
+        from gradflow.kernels.cuda import metrics as cuda_metrics
+        counts = xp.zeros(num_classes * num_classes, dtype=xp.int64)
+        bad = cuda_metrics.count_pairs(pred, target, num_classes, ignore_index, counts)
+
+        def raise_error():   # the target's ids first, as on the CPU
+            name = "target" if bool(bad[0]) else "pred"
+            _raise_out_of_range(name, pred, target, num_classes, ignore_index)
+        transfer.check_later(bad.any(), raise_error)
+        return counts
     if ignore_index is not None:
         keep = target != ignore_index
         pred, target = pred[keep], target[keep]
     for name, ids in (("target", target), ("pred", pred)):
-        bad = (ids < 0) | (ids >= num_classes)
-        if bool(bad.any()):
-            values = backend.to_numpy(xp.unique(ids[bad]))[:10].tolist()
-            ignore = "" if ignore_index is None else f" and not ignore_index={ignore_index}"
-            raise ValueError(f"{name} has class ids {values} outside [0, {num_classes}){ignore}")
-    counts = xp.bincount(target * num_classes + pred, minlength=num_classes * num_classes)
-    return backend.to_numpy(counts).reshape(num_classes, num_classes).astype(np.int64)
+        if bool(((ids < 0) | (ids >= num_classes)).any()):
+            _raise_out_of_range(name, pred, target, num_classes, ignore_index)
+    return np.bincount(target * num_classes + pred, minlength=num_classes * num_classes).astype(np.int64)
+
+
+def _raise_out_of_range(name, pred, target, num_classes, ignore_index):
+    xp = backend.get_array_module(target)
+    if ignore_index is not None:
+        keep = target != ignore_index
+        pred, target = pred[keep], target[keep]
+    ids = target if name == "target" else pred
+    if name == "pred":    # as counted: only pixels whose target is in range
+        ids = ids[(target >= 0) & (target < num_classes)]
+    values = backend.to_numpy(xp.unique(ids[(ids < 0) | (ids >= num_classes)]))[:10].tolist()
+    ignore = "" if ignore_index is None else f" and not ignore_index={ignore_index}"
+    raise ValueError(f"{name} has class ids {values} outside [0, {num_classes}){ignore}")
 
 
 def _ratio(num, den):
@@ -119,22 +147,52 @@ class ConfusionMatrix:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
-        self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        self._counts = np.zeros(self.num_classes * self.num_classes, dtype=np.int64)   # on the data's device
 
     def update(self, pred, target):
-        self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        """Add a batch's counts, on the batch's device: no host read."""
+        counts = _counts(pred, target, self.num_classes, self.ignore_index)
+        if backend.device_of(counts) != backend.device_of(self._counts):
+            self._counts = backend.to_device(self._counts, backend.device_of(counts))
+        self._counts += counts
         return self
 
+    @property
+    def counts(self):
+        """The flat (C*C,) int64 counts where they live (the data's device): to read
+        back together with other values in one gradflow.transfer.to_host."""
+        return self._counts
+
+    @property
+    def matrix(self):
+        """The (C, C) int64 counts as a read-only NumPy array (one device-to-host transfer
+        on CUDA); assign to ``matrix`` to replace the counts."""
+        matrix = transfer.to_host(self._counts).reshape(self.num_classes, self.num_classes).copy()
+        matrix.flags.writeable = False
+        return matrix
+
+    @matrix.setter
+    def matrix(self, value):
+        value = np.asarray(value, dtype=np.int64)
+        if value.shape != (self.num_classes, self.num_classes):
+            raise ValueError(f"matrix must have shape {(self.num_classes, self.num_classes)}, got {value.shape}")
+        self._counts = backend.to_device(value.reshape(-1).copy(), backend.device_of(self._counts))
+
     def reset(self):
-        self.matrix[...] = 0
+        self._counts[...] = 0
 
     def compute(self):
         """Plain Python floats and lists, ready for JSON (NaN marks an undefined value)."""
+        return self.scores(self.matrix)
+
+    @staticmethod
+    def scores(matrix):
+        """compute()'s dict for a (C, C) host count matrix."""
         return {
-            "pixel_accuracy": pixel_accuracy(self.matrix),
-            "mean_accuracy": mean_accuracy(self.matrix),
-            "per_class_iou": per_class_iou(self.matrix).tolist(),
-            "miou": mean_iou(self.matrix),
+            "pixel_accuracy": pixel_accuracy(matrix),
+            "mean_accuracy": mean_accuracy(matrix),
+            "per_class_iou": per_class_iou(matrix).tolist(),
+            "miou": mean_iou(matrix),
         }
 
 
@@ -181,6 +239,14 @@ class BinaryMetrics:
     def matrix(self):
         return self.confusion.matrix
 
+    @matrix.setter
+    def matrix(self, value):
+        self.confusion.matrix = value
+
+    @property
+    def counts(self):
+        return self.confusion.counts
+
     def update(self, pred, target):
         pred, target = _array(pred), _array(target)
         if pred.ndim != target.ndim or pred.dtype.kind == "f":     # logits: threshold them
@@ -192,7 +258,12 @@ class BinaryMetrics:
         self.confusion.reset()
 
     def compute(self):
-        metrics = self.confusion.compute()
-        iou, dice = per_class_iou(self.matrix), per_class_dice(self.matrix)
+        return self.scores(self.matrix)
+
+    @staticmethod
+    def scores(matrix):
+        """compute()'s dict for a (2, 2) host count matrix."""
+        metrics = ConfusionMatrix.scores(matrix)
+        iou, dice = per_class_iou(matrix), per_class_dice(matrix)
         metrics.update(foreground_iou=float(iou[1]), foreground_dice=float(dice[1]), per_class_dice=dice.tolist())
         return metrics

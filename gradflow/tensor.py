@@ -1,7 +1,7 @@
 """Tensor: an array (numpy on cpu, cupy on cuda) plus its place in the autograd graph."""
 import numpy as np
 
-from gradflow import autograd, backend
+from gradflow import autograd, backend, transfer
 
 float32 = np.dtype("float32")
 float64 = np.dtype("float64")
@@ -137,15 +137,15 @@ class Tensor:
     def numpy(self):
         if self.requires_grad:
             raise RuntimeError("Can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()")
-        return backend.to_numpy(self.data)
+        return transfer.to_host(self.data)
 
     def tolist(self):
-        return backend.to_numpy(self.data).tolist()
+        return transfer.to_host(self.data).tolist()
 
     def item(self):
         if self.data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
-        return self.data.reshape(()).item()
+        return transfer.item(self.data)
 
     def __float__(self):
         return float(self.item())

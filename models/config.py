@@ -45,6 +45,7 @@ class Config:
     out: str = "runs"
     name: str = None                # default "<model>-<dataset>"
     progress: bool = True           # tqdm bar on stderr
+    log_every: int = 20             # steps between reads of the losses and checks (the only host syncs on CUDA)
     plots: bool = True              # curves.png / predictions.png each epoch
     num_predictions: int = 4
 

@@ -7,58 +7,52 @@
 The Trainer (models/trainer.py) owns a run's state and calls these; models/cli.py
 is the command line (`main`).
 
-Numerical faults stop the run: a non-finite loss or gradient raises
-NonFiniteError naming the epoch, the step and the first parameter with a
-non-finite gradient, before the optimizer touches the weights.
+A step reads nothing back from the device: on CUDA that would wait for the GPU
+(a sync). Its loss and a fused finiteness check (one flag per weight and per
+gradient, and one for the loss, computed on the device) are kept, and read back
+every ``log_every`` steps, at checkpoints and at the epoch's end, in one transfer
+(gradflow.transfer.to_host) with the running confusion matrix. Numerical faults
+stop the run there: a non-finite loss or gradient raises NonFiniteError naming the
+epoch, the step and the parameters whose gradient broke; the steps after it are
+not checkpointed, so the last checkpoint is the last good state.
 """
-import math
 import os
 import time
 
 import gradflow as gf
 import gradflow.nn
-from gradflow import backend
-from models.utils import NonFiniteError, first_nonfinite, nonfinite_culprit, progress_bar
-
-
-class NonFiniteStep(NonFiniteError):
-    """Raised by train_step; train_one_epoch re-raises it as a NonFiniteError that says where."""
-
-    def __init__(self, what, loss_value, culprit):
-        super().__init__(f"non-finite {what} (loss {loss_value}); {culprit}")
-        self.what, self.loss_value, self.culprit = what, loss_value, culprit
+from gradflow import backend, transfer
+from models.utils import NonFiniteError, progress_bar
 
 
 def train_step(model, criterion, optimizer, images, masks, clip_grad=None):
-    """Forward, loss, backward, finiteness checks, gradient clipping, update.
+    """Forward, loss, backward, finiteness check, gradient clipping, update: no host read.
 
-    Returns ``(loss value as a float, detached logits)``. Raises NonFiniteStep,
-    before the update, when the loss or any gradient holds NaN/Inf (the
-    backward still runs for a bad loss, so the message can name the first
-    layer whose gradient broke).
+    Returns ``(loss, health, logits)``: the loss as a 0-d device array, the check as
+    a device bool array ``[loss, weight of each parameter..., gradient of each
+    parameter...]`` (True: NaN/Inf; weights as they were before the update, in
+    model.parameters() order) and the detached logits.
     """
     logits = model(images)
     loss = criterion(logits, masks)
-    loss_value = float(loss.item())
     optimizer.zero_grad()
     loss.backward()
-    if not math.isfinite(loss_value):
-        raise NonFiniteStep("loss", loss_value, nonfinite_culprit(model))
-    if first_nonfinite((n, p.grad) for n, p in model.named_parameters()) is not None:
-        raise NonFiniteStep("gradient", loss_value, nonfinite_culprit(model))
+    params = list(model.parameters())
+    health = transfer.nonfinite_each([loss.data] + [p.data for p in params]
+                                     + [None if p.grad is None else p.grad.data for p in params])
     if clip_grad:
-        gf.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        gf.nn.utils.clip_grad_norm_(params, clip_grad)
     optimizer.step()
-    return loss_value, logits.detach()
+    return loss.data, health, logits.detach()
 
 
 def train_one_epoch(run):
     """Train ``run`` (a Trainer) from its current step to the end of its current epoch.
 
-    Keeps the run's counters and running statistics (loss, images, seconds, the
-    confusion matrix) up to date after every step, so a checkpoint written at any
-    step resumes exactly; writes one every ``ckpt_every`` global steps. Returns the
-    epoch's training metrics.
+    Brings the run's counters and running statistics (loss, images, seconds, the
+    confusion matrix) up to date at every read-back (``read_back``), and writes a
+    checkpoint every ``ckpt_every`` global steps right after one, so a checkpoint
+    resumes exactly. Returns the epoch's training metrics.
     """
     cfg, stats = run.cfg, run.running
     steps = len(run.loader)
@@ -66,61 +60,102 @@ def train_one_epoch(run):
     run.loader.set_epoch(run.epoch)
     bar = progress_bar(cfg.progress, steps, run.step, f"epoch {run.epoch + 1}/{cfg.epochs}")
     metric = run.task.metric()
-    metric.matrix[...] = stats["confusion"]
-    monitor = run.task.monitor
+    metric.matrix = stats["confusion"]
     started = time.perf_counter() - stats["seconds"]
+    unread = []            # (loss, health) of the steps since the last read-back
     for images, masks in run.loader:
-        try:
-            loss_value, logits = train_step(run.model, run.criterion, run.optimizer, images, masks, cfg.clip_grad)
-        except NonFiniteStep as exc:
-            raise NonFiniteError(_where_it_broke(run, exc)) from None
+        loss, health, logits = train_step(run.model, run.criterion, run.optimizer, images, masks, cfg.clip_grad)
         if run.scheduler_mode == "iteration":
             run.scheduler.step()
         metric.update(logits, masks)
         del logits
+        unread.append((loss, health))
         run.step += 1
         run.global_step += 1
-        run.step_losses.append(loss_value)
-        stats["loss_sum"] += loss_value
         stats["steps"] += 1
         stats["images"] += images.shape[0]
-        stats["seconds"] = time.perf_counter() - started
-        stats["confusion"] = metric.matrix
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", **{monitor: f"{metric.compute()[monitor]:.3f}"},
-                            img_s=f"{stats['images'] / max(stats['seconds'], 1e-9):.1f}", refresh=False)
-        if cfg.ckpt_every and run.global_step % cfg.ckpt_every == 0 and run.step < steps:
+        checkpoint_due = cfg.ckpt_every and run.global_step % cfg.ckpt_every == 0 and run.step < steps
+        if checkpoint_due or len(unread) >= cfg.log_every:
+            read_back(run, metric, unread, bar, started)
+            unread = []
+        if checkpoint_due:
             run.save("last.ckpt")
+    if unread:
+        read_back(run, metric, unread, bar, started)
     if bar is not None:
         bar.close()
-    return metric.compute()
+    return metric.scores(stats["confusion"])
 
 
-def _where_it_broke(run, exc):
-    where = f"epoch {run.epoch + 1}, step {run.step + 1} (global step {run.global_step + 1})"
+def read_back(run, metric, unread, bar, started):
+    """The one device-to-host transfer of a logging interval: the steps' losses and
+    finiteness checks and the running metric's counts. Raises NonFiniteError for
+    the first step with a NaN/Inf; otherwise updates the run's statistics."""
+    stats = run.running
+    xp = backend.get_array_module(unread[0][0])
+    losses, health, counts = transfer.to_host(xp.stack([loss for loss, _ in unread]),
+                                              xp.stack([flags for _, flags in unread]), metric.counts)
+    first = run.global_step - len(unread)
+    for k, (loss_value, flags) in enumerate(zip(losses.tolist(), health)):
+        if flags.any():
+            raise NonFiniteError(_where_it_broke(run, first + k, len(unread) - k, loss_value, flags))
+        run.step_losses.append(loss_value)
+        stats["loss_sum"] += loss_value
+    side = int(round(counts.size ** 0.5))
+    stats["confusion"] = counts.reshape(side, side).copy()
+    stats["seconds"] = time.perf_counter() - started
+    if bar is not None:
+        monitor = run.task.monitor
+        score = metric.scores(stats["confusion"])[monitor]
+        bar.set_postfix(loss=f"{run.step_losses[-1]:.4f}", **{monitor: f"{score:.3f}"},
+                        img_s=f"{stats['images'] / max(stats['seconds'], 1e-9):.1f}", refresh=False)
+
+
+def _where_it_broke(run, global_step, steps_back, loss_value, flags):
+    """NonFiniteError's message for the step at 0-based ``global_step`` (``steps_back`` steps
+    before the current one), from its health flags [loss, weights..., gradients...]."""
+    names = [name for name, _ in run.model.named_parameters()]
+    weights, grads = flags[1:1 + len(names)], flags[1 + len(names):]
+    if weights.any():
+        culprit = f"parameter {names[weights.argmax()]} already holds NaN/Inf"
+    elif grads.any():
+        bad = [name for name, flag in zip(names, grads) if flag]
+        culprit = (f"{len(bad)} of {len(names)} parameters have NaN/Inf gradients; "
+                   f"first: {bad[0]}, last: {bad[-1]} (in model order)")
+    else:
+        culprit = "every parameter and gradient is finite (the input or the loss overflowed)"
+    what = "loss" if flags[0] else "gradient"
+    step = run.step - steps_back
+    where = f"epoch {run.epoch + 1}, step {step + 1} (global step {global_step + 1})"
     last = os.path.join(run.run_dir, "last.ckpt")
     saved = f"the last good checkpoint is {last}" if os.path.exists(last) else "no checkpoint was written yet"
-    return (f"non-finite {exc.what} (loss {exc.loss_value}) at {where}; {exc.culprit}. Training stopped "
-            f"before the update; {saved}. Lower --lr or set --clip-grad.")
+    return (f"non-finite {what} (loss {loss_value}) at {where}; {culprit}. Training stopped: nothing after "
+            f"the last good step is saved; {saved}. Lower --lr or set --clip-grad.")
 
 
 def evaluate(model, loader, criterion, task):
     """Validation metrics (pixel/mean accuracy, per-class IoU, mIoU; binary: also foreground IoU and
-    Dice) and the loss, averaged over samples."""
+    Dice) and the loss, averaged over samples; losses and counts come back in one transfer at the end."""
     was_training = model.training
     model.eval()
     metric = task.metric()
-    loss_sum, samples = 0.0, 0
+    losses, sizes = [], []
     with gf.no_grad():
         for images, masks in loader:
             logits = model(images)
-            loss_sum += float(criterion(logits, masks).item()) * images.shape[0]
-            samples += images.shape[0]
+            losses.append(criterion(logits, masks).data)
+            sizes.append(images.shape[0])
             metric.update(logits, masks)
     model.train(was_training)
-    metrics = metric.compute()
-    metrics["loss"] = loss_sum / max(samples, 1)
+    if not losses:
+        return dict(metric.compute(), loss=0.0)
+    xp = backend.get_array_module(losses[0])
+    values, counts = transfer.to_host(xp.stack(losses), metric.counts)
+    side = int(round(counts.size ** 0.5))
+    metrics = metric.scores(counts.reshape(side, side))
+    metrics["loss"] = sum(value * size for value, size in zip(values.tolist(), sizes)) / max(sum(sizes), 1)
     return metrics
 
 

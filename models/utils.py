@@ -4,7 +4,7 @@ import math
 import os
 import sys
 
-from gradflow import backend
+from gradflow import transfer
 
 
 class NonFiniteError(RuntimeError):
@@ -12,24 +12,12 @@ class NonFiniteError(RuntimeError):
 
 
 def first_nonfinite(named_tensors):
-    """Name of the first tensor in (name, tensor) pairs holding NaN/Inf, else None."""
-    for name, t in named_tensors:
-        if t is not None and not bool(backend.get_array_module(t.data).isfinite(t.data).all()):
-            return name
-    return None
-
-
-def nonfinite_culprit(model):
-    """Which parameters hold or received NaN/Inf, in words, for a NonFiniteError message."""
-    named = list(model.named_parameters())
-    weight = first_nonfinite(named)
-    if weight is not None:
-        return f"parameter {weight} already holds NaN/Inf"
-    bad_grads = [name for name, p in named if first_nonfinite([(name, p.grad)])]
-    if bad_grads:
-        return (f"{len(bad_grads)} of {len(named)} parameters have NaN/Inf gradients; "
-                f"first: {bad_grads[0]}, last: {bad_grads[-1]} (in model order)")
-    return "every parameter and gradient is finite (the input or the loss overflowed)"
+    """Name of the first tensor in (name, tensor) pairs holding NaN/Inf, else None (one device read)."""
+    named = [(name, t) for name, t in named_tensors if t is not None]
+    if not named:
+        return None
+    flags = transfer.to_host(transfer.nonfinite_each([t.data for _, t in named]))
+    return named[int(flags.argmax())][0] if flags.any() else None
 
 
 def write_json(obj, path):

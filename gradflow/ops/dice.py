@@ -1,7 +1,7 @@
 """Soft Dice loss for binary and multi-class segmentation (no PyTorch equivalent)."""
 import numpy as np
 
-from gradflow import backend
+from gradflow import backend, transfer
 from gradflow.ops.loss import _check_reduction, _check_tensor
 from gradflow.ops.softmax import softmax
 from gradflow.tensor import Tensor
@@ -65,11 +65,13 @@ def dice_loss(input, target, num_classes=None, smooth=1.0, ignore_index=None, re
         onehot = (t.reshape(n, 1, -1) == classes).astype(input.dtype)
     if keep is not None:
         bad &= keep
-    if bool(bad.any()):   # one device sync on CUDA, as in cross_entropy
+
+    def raise_error():
         first = int(xp.argmax(bad.reshape(-1)))
         raise ValueError(f"{op}: target value {t.reshape(-1)[first].item()} at index "
                          f"{tuple(int(i) for i in np.unravel_index(first, t.shape))} is {what}"
                          + (f" and not ignore_index={ignore_index}" if ignore_index is not None else ""))
+    transfer.check_later(bad.any(), raise_error)   # on CUDA: raised at the next host read, as in cross_entropy
     if keep is not None:
         mask = keep.reshape(n, 1, -1).astype(input.dtype)
         onehot = onehot * mask

@@ -1,8 +1,9 @@
 """Optimizer base: parameter groups, per-parameter state, zero_grad and PyTorch-layout state_dicts.
 
-Subclasses implement ``_update(group, param, grad, state)`` on raw arrays: the update
-runs in place on ``param.data`` with array ops (numpy or cupy), builds no graph and
-creates no Tensors. State values are arrays on the parameter's device (and Python
+Subclasses implement ``_step_group(group, params, states)``: one update of a group's
+parameters that have gradients, in place on their arrays (SGD and Adam use the fused
+kernels of optim/fused.py), building no graph. The default calls
+``_update(group, param, grad, state)`` on raw arrays per parameter. State values are arrays on the parameter's device (and Python
 numbers); ``state_dict()`` returns numpy copies so a checkpoint pickles anywhere.
 """
 import collections
@@ -88,10 +89,14 @@ class Optimizer:
                 loss = closure()
         with autograd.no_grad():
             for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self._update(group, p.data, p.grad.data, self.state[p])
+                params = [p for p in group["params"] if p.grad is not None]
+                if params:
+                    self._step_group(group, params, [self.state[p] for p in params])
         return loss
+
+    def _step_group(self, group, params, states):
+        for p, state in zip(params, states):
+            self._update(group, p.data, p.grad.data, state)
 
     def _update(self, group, param, grad, state):
         raise NotImplementedError(f"{type(self).__name__} does not implement _update")

@@ -1,4 +1,5 @@
 """SGD with momentum, dampening, Nesterov momentum, weight decay and maximize (PyTorch's rule)."""
+from gradflow.optim import fused
 from gradflow.optim.optimizer import Optimizer
 
 
@@ -9,6 +10,8 @@ class SGD(Optimizer):
         buf = g (first step) or momentum * buf + (1 - dampening) * g
         g = g + momentum * buf (nesterov) or buf
         p -= lr * g
+
+    in one fused kernel per parameter (CPU) or per chunk of parameters (CUDA).
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
@@ -25,35 +28,5 @@ class SGD(Optimizer):
                         nesterov=nesterov, maximize=maximize)
         super().__init__(params, defaults)
 
-    def _update(self, group, param, grad, state):
-        lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
-        weight_decay, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
-        # `direction` may alias the caller's grad until `owned` says it is our own temporary.
-        if weight_decay != 0:
-            direction = param * weight_decay
-            if maximize:
-                direction -= grad
-            else:
-                direction += grad
-            owned = True
-        else:
-            direction, owned = (-grad, True) if maximize else (grad, False)
-        if momentum != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = direction.copy()
-            else:
-                buf *= momentum
-                buf += direction if dampening == 0 else direction * (1 - dampening)
-            if nesterov:
-                if owned:
-                    direction += buf * momentum
-                else:
-                    direction, owned = direction + buf * momentum, True
-            else:
-                direction, owned = buf, False
-        if owned:
-            direction *= -lr
-            param += direction
-        else:
-            param -= direction * lr
+    def _step_group(self, group, params, states):
+        fused.sgd_step(group, params, states)

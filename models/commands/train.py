@@ -18,7 +18,7 @@ from models.utils import format_metrics
 HELP = "train a model (the default command)"
 PARSER_OPTIONS = {"formatter_class": argparse.RawDescriptionHelpFormatter}
 # Options a resumed run may change; everything else comes from the checkpoint so the run stays the same run.
-RESUME_OVERRIDES = ("epochs", "early_stop", "device", "ckpt_every", "progress", "plots", "out", "name")
+RESUME_OVERRIDES = ("epochs", "early_stop", "device", "ckpt_every", "log_every", "progress", "plots", "out", "name")
 
 
 def _class_weights(text):
@@ -76,6 +76,9 @@ def add_arguments(parser, default_model):
                      help="continue from a checkpoint; auto: OUT/NAME/last.ckpt if it exists, else start fresh")
     run.add_argument("--ckpt-every", type=non_negative_int, metavar="STEPS",
                      help="also checkpoint every STEPS steps (0: at epoch ends only)")
+    run.add_argument("--log-every", type=positive_int, metavar="STEPS",
+                     help="read losses, metrics and NaN checks back every STEPS steps (the only GPU syncs of a "
+                          "step; also at checkpoints and epoch ends)")
     run.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
     run.add_argument("--no-plots", dest="plots", action="store_const", const=False,
                      help="skip curves.png and predictions.png")

@@ -5,9 +5,9 @@
     conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups) -> grad_weight
 
 (see there for the argument conventions). im2col and col2im are numba.cuda kernels with
-one thread per element they write, gathers only: no float atomics, deterministic, and
+grid-stride loops over the elements they write, gathers only: no float atomics, deterministic, and
 col2im sums the taps in the same (i, j) order as the CPU kernel. GEMMs are xp.matmul
-(cuBLAS through cupy). Kernels launch on cupy's current stream (launch.stream()).
+(cuBLAS through cupy). Kernels launch on cupy's current stream (launch.Kernel).
 
 Under NUMBA_ENABLE_CUDASIM=1 the same code runs on numpy arrays in Numba's simulator
 (launch.xp_of gives numpy there), which is how CI tests it without a GPU.
@@ -20,14 +20,20 @@ from gradflow.kernels.cuda import launch
 COLUMN_BYTES = 256 << 20     # im2col buffer per chunk of images, to bound device memory
 
 
-@cuda.jit
+@launch.kernel
 def _im2col_kernel(x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
                    out_h, out_w, cols):
     """cols[n, (c * KH + i) * KW + j, oy * OW + ox] = x[n, c, oy * SH - PT + i * DH, ox * SW - PL + j * DW]."""
-    index = cuda.grid(1)
     n_images, channels, height, width = x.shape
-    if index >= n_images * channels * kernel_h * kernel_w * out_h * out_w:
-        return
+    for index in range(cuda.grid(1), n_images * channels * kernel_h * kernel_w * out_h * out_w, cuda.gridsize(1)):
+        _im2col_one(x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+                    out_h, out_w, cols, index)
+
+
+@cuda.jit(device=True)
+def _im2col_one(x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+                out_h, out_w, cols, index):
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     ox = index % out_w
     rest = index // out_w
     oy = rest % out_h
@@ -47,16 +53,21 @@ def _im2col_kernel(x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
         cols[n, row, oy * out_w + ox] = 0
 
 
-@cuda.jit
+@launch.kernel
 def _col2im_kernel(cols, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
                    out_h, out_w, zero, x):
     """x[n, c, y, x] = sum of the cols entries im2col reads from it, taps in (i, j) order.
 
     `zero` is a scalar of the arrays' dtype: the sum runs in that dtype, as on the CPU."""
-    index = cuda.grid(1)
-    n_images, channels, height, width = x.shape
-    if index >= n_images * channels * height * width:
-        return
+    for index in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        _col2im_one(cols, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+                    out_h, out_w, zero, x, index)
+
+
+@cuda.jit(device=True)
+def _col2im_one(cols, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+                out_h, out_w, zero, x, index):
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     x_pos = index % width
     rest = index // width
     y = rest % height
@@ -83,16 +94,16 @@ def output_size(size, kernel, stride, pads, dilation):
 
 def im2col(x, kernel_hw, stride, padding, dilation, out_hw, cols):
     kernel_h, kernel_w = kernel_hw
-    _im2col_kernel[launch.blocks(cols.size), launch.THREADS, launch.stream()](
-        launch.device_array(x), kernel_h, kernel_w, stride[0], stride[1], padding[0][0], padding[1][0],
-        dilation[0], dilation[1], out_hw[0], out_hw[1], launch.device_array(cols))
+    _im2col_kernel(launch.blocks(cols.size), launch.GEOMETRY.threads,
+                   x, kernel_h, kernel_w, stride[0], stride[1], padding[0][0], padding[1][0],
+                   dilation[0], dilation[1], out_hw[0], out_hw[1], cols)
 
 
 def col2im(cols, kernel_hw, stride, padding, dilation, out_hw, x):
     kernel_h, kernel_w = kernel_hw
-    _col2im_kernel[launch.blocks(x.size), launch.THREADS, launch.stream()](
-        launch.device_array(cols), kernel_h, kernel_w, stride[0], stride[1], padding[0][0], padding[1][0],
-        dilation[0], dilation[1], out_hw[0], out_hw[1], x.dtype.type(0), launch.device_array(x))
+    _col2im_kernel(launch.blocks(x.size), launch.GEOMETRY.threads,
+                   cols, kernel_h, kernel_w, stride[0], stride[1], padding[0][0], padding[1][0],
+                   dilation[0], dilation[1], out_hw[0], out_hw[1], x.dtype.type(0), x)
 
 
 def conv2d(x, weight, bias, stride, padding, dilation, groups):

@@ -1,9 +1,10 @@
 """Pooling kernels (CUDA, Numba), the same host functions as kernels/cpu/pool.py.
 
 Inputs are (..., H, W) arrays pooled per (H, W) plane; `rows` and `cols` are the
-per-axis window tables of gradflow.ops.pool.Windows, already on the device. One
+per-axis window tables of gradflow.ops.pool.Windows, already on the device; their
+kernel argument views are built once (launch.constant). One
 thread per output element forward; backward is a gather with one thread per input
-pixel, summing the windows that cover it in increasing window order: no atomics,
+pixel (grid-stride loops: a capped grid covers any size), summing the windows that cover it in increasing window order: no atomics,
 deterministic.
 """
 import math
@@ -13,7 +14,7 @@ from numba import cuda
 from gradflow.kernels.cuda import launch
 
 
-@cuda.jit
+@launch.kernel
 def _max_pool_forward(x, out, indices, row_first, row_count, row_step, col_first, col_count, col_step):
     planes, out_h, out_w = out.shape
     width = x.shape[2]
@@ -36,7 +37,7 @@ def _max_pool_forward(x, out, indices, row_first, row_count, row_step, col_first
         indices[p, oh, ow] = best_index
 
 
-@cuda.jit
+@launch.kernel
 def _max_pool_backward(grad_out, indices, grad_in, row_cover_start, row_covers, col_cover_start, col_covers):
     planes, height, width = grad_in.shape
     for k in range(cuda.grid(1), planes * height * width, cuda.gridsize(1)):
@@ -54,7 +55,7 @@ def _max_pool_backward(grad_out, indices, grad_in, row_cover_start, row_covers, 
         grad_in[p, h, w] = total
 
 
-@cuda.jit
+@launch.kernel
 def _avg_pool_forward(x, out, row_first, row_count, row_divisor, col_first, col_count, col_divisor):
     planes, out_h, out_w = out.shape
     for k in range(cuda.grid(1), planes * out_h * out_w, cuda.gridsize(1)):
@@ -68,7 +69,7 @@ def _avg_pool_forward(x, out, row_first, row_count, row_divisor, col_first, col_
         out[p, oh, ow] = total / (row_divisor[oh] * col_divisor[ow])
 
 
-@cuda.jit
+@launch.kernel
 def _avg_pool_backward(grad_out, grad_in, row_divisor, row_cover_start, row_covers,
                        col_divisor, col_cover_start, col_covers):
     planes, height, width = grad_in.shape
@@ -93,9 +94,12 @@ def _planes(xp, a):
 
 def _launch(kernel, n, *args):
     if n:
-        d = launch.device_array
-        kernel[launch.blocks(n), launch.THREADS, launch.stream()](
-            *(d(a) if hasattr(a, "shape") else a for a in args))
+        kernel(launch.blocks(n), launch.GEOMETRY.threads, *args)
+
+
+def _tables(*tables):
+    """The window tables' device views, built once per table (the tables are cached)."""
+    return tuple(launch.constant(t) if hasattr(t, "shape") else t for t in tables)
 
 
 def max_pool2d_forward(x, rows, cols):
@@ -105,7 +109,7 @@ def max_pool2d_forward(x, rows, cols):
     out = xp.empty(shape, dtype=x.dtype)
     indices = xp.empty(shape, dtype=xp.int64)
     _launch(_max_pool_forward, out.size, _planes(xp, x), _planes(xp, out), _planes(xp, indices),
-            rows.first, rows.count, rows.step, cols.first, cols.count, cols.step)
+            *_tables(rows.first, rows.count, rows.step, cols.first, cols.count, cols.step))
     return out, indices
 
 
@@ -115,7 +119,7 @@ def max_pool2d_backward(grad_out, indices, rows, cols):
     shape = indices.shape[:-2] + (len(rows.cover_start) - 1, len(cols.cover_start) - 1)
     grad_in = xp.empty(shape, dtype=grad_out.dtype)
     _launch(_max_pool_backward, grad_in.size, _planes(xp, grad_out), _planes(xp, indices),
-            _planes(xp, grad_in), rows.cover_start, rows.covers, cols.cover_start, cols.covers)
+            _planes(xp, grad_in), *_tables(rows.cover_start, rows.covers, cols.cover_start, cols.covers))
     return grad_in
 
 
@@ -124,7 +128,7 @@ def avg_pool2d_forward(x, rows, cols):
     shape = x.shape[:-2] + (len(rows.first), len(cols.first))
     out = xp.empty(shape, dtype=x.dtype)
     _launch(_avg_pool_forward, out.size, _planes(xp, x), _planes(xp, out),
-            rows.first, rows.count, rows.divisor, cols.first, cols.count, cols.divisor)
+            *_tables(rows.first, rows.count, rows.divisor, cols.first, cols.count, cols.divisor))
     return out
 
 
@@ -134,5 +138,5 @@ def avg_pool2d_backward(grad_out, rows, cols):
     shape = grad_out.shape[:-2] + (len(rows.cover_start) - 1, len(cols.cover_start) - 1)
     grad_in = xp.empty(shape, dtype=grad_out.dtype)
     _launch(_avg_pool_backward, grad_in.size, _planes(xp, grad_out), _planes(xp, grad_in),
-            rows.divisor, rows.cover_start, rows.covers, cols.divisor, cols.cover_start, cols.covers)
+            *_tables(rows.divisor, rows.cover_start, rows.covers, cols.divisor, cols.cover_start, cols.covers))
     return grad_in
