@@ -130,7 +130,7 @@ def test_model_and_optimizer_state_dicts_round_trip(tmp_path):
     opt = gf.optim.Adam(model.parameters(), lr=1e-3)
     model(gf.randn(2, 2, 5, 5)).sum().backward()
     opt.step()
-    sched = gf.optim.lr_scheduler.StepLR(opt, 2)
+    sched = gf.optim.lr_scheduler.MultiStepLR(opt, [2, 4])
     gf.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
             tmp_path / "m.ckpt")
     back = gf.load(tmp_path / "m.ckpt")
