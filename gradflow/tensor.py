@@ -144,6 +144,23 @@ class Tensor:
     def detach(self):
         return Tensor(self.data)
 
+    # ---- DLPack (zero-copy exchange; gradflow.utils.dlpack has the way in) -------------
+    def __dlpack__(self, *, stream=None, **kwargs):
+        """A DLPack capsule over this tensor's memory (NumPy's or CuPy's export, which owns the data)."""
+        if self.requires_grad:
+            raise RuntimeError("Can't export a tensor that requires grad through DLPack (the other library "
+                               "would bypass autograd); use tensor.detach()")
+        try:
+            if stream is not None:
+                kwargs["stream"] = stream
+            return self.data.__dlpack__(**kwargs)
+        except BufferError as exc:    # e.g. a read-only NumPy array (a broadcast view)
+            raise BufferError(f"cannot export this {self.dtype} tensor of shape {self.shape} through "
+                              f"DLPack ({exc}); export tensor.clone().detach() instead") from exc
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
     def clone(self):
         from gradflow.ops import elementwise
         return elementwise.Clone.apply(self)
