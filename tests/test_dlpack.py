@@ -96,7 +96,7 @@ class _OnDevice:
         return (self.device_type, 0)
 
 
-@pytest.mark.parametrize("device_type, name", [(10, "ROCm"), (8, "Metal"), (14, "oneAPI"), (99, "device type 99")])
+@pytest.mark.parametrize("device_type, name", [(10, "ROCm"), (8, "Metal"), (14, "oneAPI"), (99, "DLPack device type 99")])
 def test_unsupported_devices_are_named(device_type, name):
     with pytest.raises(RuntimeError, match=f"memory on {name} is not supported"):
         gf.from_dlpack(_OnDevice(device_type))
