@@ -6,7 +6,8 @@
 
 A run directory ``<out>/<name>/`` gets ``last.ckpt`` (every epoch and every
 ``ckpt_every`` steps; the one before it kept as ``last.ckpt.prev``), ``best.ckpt``
-(best validation mIoU), ``metrics.json`` (one entry per epoch), ``curves.png``
+(best validation mIoU) and its weights alone as ``best.safetensors`` (no pickle:
+safe to share, and PyTorch reads it), ``metrics.json`` (one entry per epoch), ``curves.png``
 and ``predictions.png``.
 
 Resume is exact: a checkpoint holds the weights, optimizer and scheduler state,
@@ -24,7 +25,7 @@ import gradflow as gf
 from gradflow import checkpoint
 from gradflow.data import DataLoader
 from models import plots
-from models.checkpoints import CHECKPOINT_FORMAT, capture_rng, restore_rng
+from models.checkpoints import CHECKPOINT_FORMAT, capture_rng, restore_rng, save_best_weights
 from models.factories import (build_model, load_splits, make_augment, make_criterion, make_optimizer,
                               make_scheduler, resolve_device, skipped_files)
 from models.train import evaluate, predict, train_one_epoch
@@ -169,6 +170,8 @@ class Trainer:
         self.save("last.ckpt")
         if improved:
             self.save("best.ckpt", keep_previous=False)
+            save_best_weights(self.model, self.model_spec, self.class_names, dataclasses.asdict(self.cfg),
+                              os.path.join(self.run_dir, "best.safetensors"))
         self.write_artifacts()
         return record
 

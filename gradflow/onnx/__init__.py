@@ -26,7 +26,10 @@ def export(model, example_input, path, opset_version=17, dynamic_batch=True, inp
     axis that follows it) is left free, named "batch"; otherwise every shape is
     fixed to the example's. The model's training flag is restored afterwards.
     """
-    import onnx
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("gf.onnx.export needs the onnx package: pip install 'gradflow[onnx]'") from None
 
     from gradflow.onnx.graph import Graph
     from gradflow.onnx.ops import convert

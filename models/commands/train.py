@@ -134,4 +134,4 @@ def summarize(trainer):
     images = sum(h["steps"] for h in history) * cfg.batch_size
     print(f"best val mIoU {best['val_miou']:.4f} (epoch {best['epoch']}); training time {seconds:.1f}s, "
           f"{images / max(seconds, 1e-9):.1f} images/s; wrote {trainer.run_dir}/"
-          f"{{last.ckpt,best.ckpt,metrics.json{',curves.png,predictions.png' if cfg.plots else ''}}}")
+          f"{{last.ckpt,best.ckpt,best.safetensors,metrics.json{',curves.png,predictions.png' if cfg.plots else ''}}}")

@@ -18,7 +18,7 @@ class RunsShell:
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory):
     """A real trainer checkpoint with a shell command tucked into its history, as last.ckpt of a run."""
-    from models.train import Trainer
+    from models.trainer import Trainer
     folder = tmp_path_factory.mktemp("crafted")
     cfg = tiny_config(folder, epochs=1)
     state = Trainer(cfg).state()
@@ -40,6 +40,7 @@ COMMANDS = {
                                                         "--no-progress", "--seed", "0"],
     "eval": lambda path, image, folder: ["eval", path],
     "predict": lambda path, image, folder: ["predict", path, image, "--out", folder / "masks"],
+    "export": lambda path, image, folder: ["export", path, "--onnx", folder / "model.onnx"],
 }
 
 
