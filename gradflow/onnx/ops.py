@@ -55,12 +55,9 @@ def conv_transpose2d(g, x, weight, bias, stride, pads, dilation, groups, out_hw)
 
 
 # ---- normalisation ---------------------------------------------------------------------------------------
-def _per_channel(g, t, channels, dtype, fill, ndim):
-    """weight/bias (C,) as (C, 1, ...) for broadcasting over (N, C, ...); None means ``fill``."""
-    value = g.scalar(fill, dtype) if t is None else g.name(t)
-    if t is None:
-        return value
-    return g.add("Reshape", [g.cast(value, t.dtype, dtype), g.ints([channels] + [1] * (ndim - 2))])
+def _per_channel(g, t, x):
+    """A (C,) weight or bias as (C, 1, ...), to broadcast over x (N, C, ...)."""
+    return g.add("Reshape", [g.cast(g.name(t), t.dtype, x.dtype), g.ints([x.shape[1]] + [1] * (x.ndim - 2))])
 
 
 @converts(norm.BatchNorm)
@@ -87,9 +84,9 @@ def group_norm(g, x, num_groups, weight, bias, eps, relu):
     normed = g.add("InstanceNormalization", [grouped, ones, zeros], epsilon=float(eps))
     y = g.add("Reshape", [normed, g.add("Shape", [g.name(x)])])
     if weight is not None:
-        y = g.add("Mul", [y, _per_channel(g, weight, x.shape[1], x.dtype, 1, x.ndim)])
+        y = g.add("Mul", [y, _per_channel(g, weight, x)])
     if bias is not None:
-        y = g.add("Add", [y, _per_channel(g, bias, x.shape[1], x.dtype, 0, x.ndim)])
+        y = g.add("Add", [y, _per_channel(g, bias, x)])
     return [g.add("Relu", [y]) if relu else y]
 
 

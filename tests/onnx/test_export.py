@@ -111,6 +111,7 @@ SINGLE_OPS = [
     ("batch_norm_no_affine", seq(_bn(3, affine=False)), (3, 5, 4)),
     ("group_norm", seq(_gn(2, 6)), (6, 5, 4)),
     ("group_norm_per_channel", seq(_gn(4, 4)), (4, 3, 5)),
+    ("group_norm_no_affine", seq(nn.GroupNorm(2, 4, affine=False)), (4, 3, 5)),
     ("group_norm_relu", fn(lambda m, x: gf.ops.norm.group_norm_relu(x, 2, m.g.weight, m.g.bias), g=_gn(2, 4)),
      (4, 3, 3)),
     ("batch_norm_relu", fn(lambda m, x: gf.ops.norm.batch_norm_relu(x, m.b.running_mean, m.b.running_var,
@@ -273,6 +274,12 @@ def test_batch_mixing_reshape_is_refused_only_with_a_free_batch(tmp_path):
     with pytest.raises(ExportError, match="slicing acts on axis 0"):
         gf.onnx.export(Op(lambda m, x: x[:1]), gf.randn(2, 3), tmp_path / "x.onnx")
     gf.onnx.export(Op(lambda m, x: x[:1]), gf.randn(2, 3), tmp_path / "x.onnx", dynamic_batch=False)
+
+
+def test_batch_statistics_in_eval_mode_are_refused(tmp_path):
+    model = nn.Sequential(nn.BatchNorm2d(3, track_running_stats=False))
+    with pytest.raises(ExportError, match="batch norm in training mode"):
+        gf.onnx.export(model, gf.randn(2, 3, 4, 4), tmp_path / "x.onnx")
 
 
 def test_bad_arguments(tmp_path):
