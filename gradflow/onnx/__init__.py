@@ -9,11 +9,10 @@ with an error naming it. Needs the ``onnx`` package (``pip install gradflow[onnx
 import os
 
 from gradflow import backend
-from gradflow.onnx.ops import CONVERTERS, check_supported, supported_ops
 from gradflow.onnx.trace import ExportError, Trace, check_same_program, second_input
 from gradflow.tensor import Tensor
 
-__all__ = ["export", "ExportError", "supported_ops", "CONVERTERS"]
+__all__ = ["export", "ExportError", "supported_ops"]
 
 MIN_OPSET = 13    # Squeeze/Unsqueeze/ReduceSum axes and Pad pads as inputs, per-axis Softmax
 
@@ -32,7 +31,7 @@ def export(model, example_input, path, opset_version=17, dynamic_batch=True, inp
         raise ImportError("gf.onnx.export needs the onnx package: pip install 'gradflow[onnx]'") from None
 
     from gradflow.onnx.graph import Graph
-    from gradflow.onnx.ops import convert
+    from gradflow.onnx.ops import check_supported, convert
 
     inputs = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
     for t in inputs:
@@ -88,6 +87,12 @@ def export(model, example_input, path, opset_version=17, dynamic_batch=True, inp
     os.makedirs(folder, exist_ok=True)
     onnx.save(proto, path)
     return proto
+
+
+def supported_ops():
+    """The gradflow ops (Function class names) the exporter translates, comma-separated."""
+    from gradflow.onnx import ops    # imported on use: `import gradflow` stays free of the op modules
+    return ops.supported_ops()
 
 
 def _names(names, count, stem):
