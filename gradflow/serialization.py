@@ -9,6 +9,7 @@ keeps those for resuming).
 """
 import collections
 import os
+import tempfile
 
 import numpy as np
 
@@ -55,7 +56,9 @@ so a killed process never leaves a half-written ``path``.
     if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise TypeError("save_safetensors: metadata must map str to str")
     path = os.fspath(path)
-    tmp = path + ".tmp"
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
     try:
         save_file(arrays, tmp, metadata=metadata)
         os.replace(tmp, path)
