@@ -18,6 +18,7 @@ import sys
 
 from gradflow import checkpoint
 from models.commands import EXIT_ERROR, EXIT_NONFINITE, evaluate, predict, train
+from models.distributed import stop_all
 from models.utils import NonFiniteError
 
 COMMANDS = {"train": train, "eval": evaluate, "predict": predict}   # the first is the default
@@ -47,10 +48,10 @@ def main(argv=None, default_model="fcn"):
         return COMMANDS[args.command].run(args, default_model)
     except NonFiniteError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_NONFINITE
+        return stop_all(EXIT_NONFINITE)
     except (checkpoint.CheckpointError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return stop_all(EXIT_ERROR)
     except KeyboardInterrupt:
         print("\ninterrupted; resume with --resume auto (the last checkpoint is intact)", file=sys.stderr)
         return 130

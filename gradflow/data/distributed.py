@@ -3,17 +3,22 @@ import math
 
 import numpy as np
 
+from gradflow.data.loader import shuffled_order
+
 
 class DistributedSampler:
     """Indices of ``dataset`` for rank ``rank`` of ``num_replicas`` (default: from the process group).
 
-    Every rank builds the same order (a permutation from ``(seed, epoch)`` when ``shuffle``)
-    and takes every ``num_replicas``-th index starting at its rank, so the shards are
+    Every rank builds the same order (when ``shuffle``, the permutation a
+    ``DataLoader(shuffle=True, seed=seed)`` visits in that epoch) and takes every ``num_replicas``-th index starting at its rank, so the shards are
     disjoint and together cover the dataset. When the length does not divide evenly,
     ``drop_last=False`` repeats the first indices so that every rank gets
     ``ceil(n / num_replicas)`` (those few samples are seen twice per epoch) and
     ``drop_last=True`` drops the tail so that every rank gets ``floor(n / num_replicas)``.
     Call ``set_epoch(epoch)`` at the start of every epoch to reshuffle.
+
+    So with ``drop_last`` and a per-rank batch of B, batch k of all ranks together is
+    batch k of a one-process loader with batch ``B * num_replicas`` and the same seed.
 
     Resume: ``state_dict()`` holds the epoch and how many indices this rank has already
     yielded in it; after ``load_state_dict`` iteration continues right after them. A
@@ -50,7 +55,7 @@ class DistributedSampler:
     def indices(self, epoch):
         """This rank's dataset indices for ``epoch``, in order."""
         n = len(self.dataset)
-        order = np.random.default_rng((self.seed, int(epoch))).permutation(n) if self.shuffle else np.arange(n)
+        order = shuffled_order(self.seed, epoch, n) if self.shuffle else np.arange(n)
         if self.total_size > n:
             order = np.resize(order, self.total_size)     # repeats from the start: PyTorch's padding
         return order[self.rank:self.total_size:self.num_replicas]

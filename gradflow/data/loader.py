@@ -15,6 +15,11 @@ from gradflow.tensor import Tensor
 _ORDER_STREAM, _TRANSFORM_STREAM = 0, 1     # keep shuffle and augmentation draws independent
 
 
+def shuffled_order(seed, epoch, n):
+    """The permutation of range(n) that epoch ``epoch`` of a loader (or sampler) seeded ``seed`` visits."""
+    return np.random.default_rng((seed, _ORDER_STREAM, int(epoch))).permutation(n)
+
+
 def collate(samples):
     """Stack (image, mask) pairs into one contiguous float32 (N,C,H,W) and int64 (N,H,W) array."""
     first_image, first_mask = samples[0]
@@ -92,7 +97,7 @@ class DataLoader:
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n)
-        return np.random.default_rng((self.seed, _ORDER_STREAM, epoch)).permutation(n)
+        return shuffled_order(self.seed, epoch, n)
 
     def sample_rng(self, epoch, index):
         """The generator the transform gets for dataset sample ``index`` in ``epoch``."""

@@ -106,10 +106,8 @@ class DistributedDataParallel(Module):
                 f"{len(self._params) - self._n_ready} of {len(self._params)} parameters got no gradient in "
                 "backward. Pass find_unused_parameters=True if parts of the model are unused in some "
                 "iterations, and make sure every rank calls backward on an output of every forward.")
-        if self.broadcast_buffers and self.process_group.world_size > 1:
-            buffers = list(self.module.buffers())
-            if buffers:
-                self._broadcast_from_rank0(buffers)
+        if self.broadcast_buffers:
+            self.sync_buffers()
         self._reset()
         output = self.module(*args, **kwargs)
         if self.find_unused_parameters and autograd.is_grad_enabled() and self.require_backward_grad_sync:
@@ -118,6 +116,13 @@ class DistributedDataParallel(Module):
                 if id(p) not in used:
                     self._mark_ready(p, used=False)
         return output
+
+    def sync_buffers(self):
+        """Copy rank 0's buffers (BatchNorm running statistics) to every rank now, e.g. before
+        evaluating with ``.module`` or saving (each forward also does it when broadcast_buffers)."""
+        buffers = list(self.module.buffers())
+        if buffers and self.process_group.world_size > 1:
+            self._broadcast_from_rank0(buffers)
 
     @contextlib.contextmanager
     def no_sync(self):

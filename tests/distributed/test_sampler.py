@@ -101,3 +101,18 @@ def test_errors():
     plain = DataLoader([(np.zeros((1, 2, 2), np.float32), np.zeros((2, 2), np.int64))] * 4)
     with pytest.raises(ValueError, match="without a sampler"):
         DataLoader(list(range(4)), sampler=sampler).load_state_dict(plain.state_dict())
+
+
+def test_ranks_batches_together_are_the_one_process_loaders_batches():
+    """What makes N processes train like one: same seed, per-rank batch B/N, drop_last."""
+    data = [(np.full((1, 1, 1), i, np.float32), np.zeros((1, 1), np.int64)) for i in range(19)]
+    world, batch = 2, 4
+    single = DataLoader(data, batch_size=batch, shuffle=True, drop_last=True, seed=11)
+    ranks = [DataLoader(data, batch_size=batch // world, drop_last=True, seed=11,
+                        sampler=DistributedSampler(data, num_replicas=world, rank=r, seed=11, drop_last=True))
+             for r in range(world)]
+    for _ in range(2):   # two epochs
+        expected = [sorted(b[0].numpy().ravel().tolist()) for b in single]
+        together = [sorted(sum((b[0].numpy().ravel().tolist() for b in step), []))
+                    for step in zip(*[list(loader) for loader in ranks])]
+        assert together == expected and len(expected) == 4
