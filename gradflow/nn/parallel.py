@@ -177,8 +177,10 @@ class DistributedDataParallel(Module):
     def _finish(self):
         used_anywhere = None
         if self.find_unused_parameters:
-            used_anywhere = self._used.copy()
+            # on the buckets' device: a NCCL-only group carries no CPU arrays
+            used_anywhere = backend.to_device(self._used.copy(), self._buckets[0].device)
             self.process_group.all_reduce(used_anywhere, "max", check=False).wait()
+            used_anywhere = backend.to_numpy(used_anywhere)
         world = self.process_group.world_size
         for b in self._buckets:
             b.work.wait()
