@@ -13,7 +13,8 @@ bool_ = np.dtype("bool")
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_out_index", "__weakref__")
+    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_out_index", "_post_accumulate_grad_hooks",
+                 "__weakref__")
     __array_priority__ = 1000   # numpy scalars/arrays on the left defer to our operators
 
     def __init__(self, data, requires_grad=False):
@@ -200,6 +201,25 @@ class Tensor:
     # ---- autograd -----------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=False):
         autograd.backward([self], [gradient], retain_graph=retain_graph)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` after backward has accumulated this leaf's gradient into
+        ``.grad`` (once per backward pass, after its last contribution), as PyTorch does.
+        Returns a handle whose ``remove()`` unregisters it."""
+        from gradflow.nn.module import RemovableHandle   # nn imports tensor: import when used
+        if self._ctx is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        hooks = getattr(self, "_post_accumulate_grad_hooks", None)
+        if hooks is None:
+            hooks = self._post_accumulate_grad_hooks = {}
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        autograd._post_accumulate_hooks_registered = True
+        return handle
 
     def _accumulate(self, g):
         if g.dtype != self.data.dtype:

@@ -19,6 +19,7 @@ import sys
 
 from gradflow import checkpoint
 from models.commands import EXIT_ERROR, EXIT_NONFINITE, evaluate, export, predict, train
+from models.distributed import stop_all
 from models.utils import NonFiniteError
 
 COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "export": export}   # the first is the default
@@ -48,10 +49,10 @@ def main(argv=None, default_model="fcn"):
         return COMMANDS[args.command].run(args, default_model)
     except NonFiniteError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_NONFINITE
+        return stop_all(EXIT_NONFINITE)
     except (checkpoint.CheckpointError, ValueError, RuntimeError, OSError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return stop_all(EXIT_ERROR)
     except KeyboardInterrupt:
         print("\ninterrupted; resume with --resume auto (the last checkpoint is intact)", file=sys.stderr)
         return 130

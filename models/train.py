@@ -15,11 +15,14 @@ import math
 import os
 import time
 
+import numpy as np
+
 import gradflow as gf
 import gradflow.nn
 from gradflow import backend
 from gradflow.data import IGNORE_INDEX
-from gradflow.metrics import ConfusionMatrix
+from gradflow.metrics import ConfusionMatrix, confusion_matrix
+from gradflow.nn.parallel import DistributedDataParallel
 from models.utils import NonFiniteError, first_nonfinite, nonfinite_culprit, progress_bar
 
 
@@ -44,6 +47,7 @@ def train_step(model, criterion, optimizer, images, masks, clip_grad=None):
     loss_value = float(loss.item())
     optimizer.zero_grad()
     loss.backward()
+    model = model.module if isinstance(model, DistributedDataParallel) else model   # names without "module."
     if not math.isfinite(loss_value):
         raise NonFiniteStep("loss", loss_value, nonfinite_culprit(model))
     if first_nonfinite((n, p.grad) for n, p in model.named_parameters()) is not None:
@@ -66,25 +70,29 @@ def train_one_epoch(run):
     steps = len(run.loader)
     run.model.train()
     run.loader.set_epoch(run.epoch)
-    bar = progress_bar(cfg.progress, steps, run.step, f"epoch {run.epoch + 1}/{cfg.epochs}")
+    bar = progress_bar(cfg.progress and run.parallel.is_main, steps, run.step, f"epoch {run.epoch + 1}/{cfg.epochs}")
     cm = ConfusionMatrix(run.num_classes, ignore_index=IGNORE_INDEX)
     cm.matrix[...] = stats["confusion"]
     started = time.perf_counter() - stats["seconds"]
     for images, masks in run.loader:
         try:
-            loss_value, logits = train_step(run.model, run.criterion, run.optimizer, images, masks, cfg.clip_grad)
+            loss_value, logits = train_step(run.train_model, run.criterion, run.optimizer, images, masks,
+                                            cfg.clip_grad)
         except NonFiniteStep as exc:
             raise NonFiniteError(_where_it_broke(run, exc)) from None
         if run.scheduler_mode == "iteration":
             run.scheduler.step()
-        cm.update(logits, masks)
+        # the whole step's figures (every rank's) so that rank 0's checkpoints hold the run's statistics
+        loss_value, step_confusion = run.parallel.sum_step(
+            loss_value, confusion_matrix(logits, masks, run.num_classes, IGNORE_INDEX))
+        cm.matrix += step_confusion
         del logits
         run.step += 1
         run.global_step += 1
         run.step_losses.append(loss_value)
         stats["loss_sum"] += loss_value
         stats["steps"] += 1
-        stats["images"] += images.shape[0]
+        stats["images"] += images.shape[0] * run.parallel.world_size
         stats["seconds"] = time.perf_counter() - started
         stats["confusion"] = cm.matrix
         if bar is not None:
@@ -106,8 +114,9 @@ def _where_it_broke(run, exc):
             f"before the update; {saved}. Lower --lr or set --clip-grad.")
 
 
-def evaluate(model, loader, criterion, num_classes):
-    """Validation metrics (pixel/mean accuracy, per-class IoU, mIoU) and the loss, averaged over samples."""
+def evaluate(model, loader, criterion, num_classes, parallel=None):
+    """Validation metrics (pixel/mean accuracy, per-class IoU, mIoU) and the loss, averaged over samples.
+    With ``parallel`` (a data-parallel run) each rank's loader holds its shard and the sums are combined."""
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
@@ -119,6 +128,10 @@ def evaluate(model, loader, criterion, num_classes):
             samples += images.shape[0]
             cm.update(logits, masks)
     model.train(was_training)
+    if parallel is not None and parallel.enabled:
+        packed = parallel.sum(np.concatenate([[loss_sum, samples], cm.matrix.ravel()]).astype(np.float64))
+        loss_sum, samples = float(packed[0]), int(packed[1])
+        cm.matrix[...] = np.rint(packed[2:]).astype(np.int64).reshape(cm.matrix.shape)
     metrics = cm.compute()
     metrics["loss"] = loss_sum / max(samples, 1)
     return metrics
