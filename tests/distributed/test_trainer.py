@@ -53,7 +53,7 @@ def test_two_processes_train_the_same_model_as_one(two_process_run, tmp_path):
     # rank 0 alone logs and writes
     assert result.stdout.count("training fcn") == 1 and "on 2 processes" in result.stdout
     assert result.stdout.count("epoch 2/2") == 1
-    assert sorted(os.listdir(run_dir)) == ["best.ckpt", "last.ckpt", "last.ckpt.prev", "metrics.json"]
+    assert sorted(os.listdir(run_dir)) == ["best.ckpt", "best.safetensors", "last.ckpt", "last.ckpt.prev", "metrics.json"]
 
 
 def test_killed_rank_stops_the_run_and_resume_auto_finishes_it_exactly(two_process_run, tmp_path):
