@@ -12,6 +12,7 @@ code. Any other block kind fails the test, so nothing slips through unrun.
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -24,6 +25,10 @@ FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 NOT_RUN = re.compile(r"<!--\s*not-run:(.*?)-->\s*$", re.S)
 RUNNABLE = ("python", "bash")
 NOT_CODE = ("text",)
+# mpirun in a container (often root) on one machine: shared memory only, no network probing
+MPI_ON_ONE_MACHINE = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_btl": "self,sm",
+                      "OMPI_MCA_pml": "ob1", "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
+                      "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -74,6 +79,7 @@ def test_code_blocks_run(page, tmp_path, monkeypatch):
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                GRADFLOW_DEVICE=os.environ.get("GRADFLOW_DEVICE", "cpu"), PYTHON=sys.executable)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")   # `python` is this one
+    env.update(MPI_ON_ONE_MACHINE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(REPO))
     monkeypatch.syspath_prepend(str(tmp_path))     # the page's own files import as from `python` started here
@@ -90,6 +96,8 @@ def test_code_blocks_run(page, tmp_path, monkeypatch):
             except Exception as exc:
                 raise AssertionError(f"{where}: the python block raised {type(exc).__name__}: {exc}") from exc
         elif lang == "bash" and reason is None:
+            if "mpirun" in code and shutil.which("mpirun", path=env["PATH"]) is None:
+                pytest.skip(f"{where} needs mpirun: pip install -e '.[distributed]'")
             result = subprocess.run(["bash", "-e", "-c", code], cwd=tmp_path, env=env, capture_output=True,
                                     text=True, timeout=300)
             assert result.returncode == 0, f"{where}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
