@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # Profiles: "dev" (default) is quick and random; "ci" (what .ci/run uses) draws the same examples
-# every run, so a landing never hinges on a lucky draw; "thorough" for local deep runs.
+# every run, so a CI result never hinges on a lucky draw; "thorough" for local deep runs.
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                      HealthCheck.filter_too_much])
 settings.register_profile("dev", max_examples=10, **_common)
