@@ -5,7 +5,8 @@ its tensors and its plain arguments (strides, axes, window tables) exactly as
 the op's forward sees them, so each ONNX converter reads the same arguments as
 the op it translates. ``recording`` swaps ``Function.apply`` for a wrapper only
 while an export traces, so the autograd core carries no export code and
-ordinary runs pay nothing.
+ordinary runs pay nothing. (Ops that other threads run meanwhile would be
+recorded too: export while no other thread computes.)
 
 Why two traces: the exporter runs the model on the example input and again on
 a second input whose batch differs (or, with a fixed batch, whose samples are
