@@ -98,6 +98,8 @@ def _table(a):
 def _sliding(windows, size):
     """(kernel, stride) when the windows are a plain sliding window with no padding, else None."""
     first, count = _table(windows.first), _table(windows.count)
+    if len(first) == 0:
+        raise ExportError("pooling to an output of size 0 cannot be exported")
     kernel = int(count[0])
     span = windows.step * (kernel - 1) + 1
     if len(first) == 1:
