@@ -4,7 +4,7 @@ import os
 import pytest
 
 import gradflow as gf
-from tests.models.helpers import run_cli, tiny_config
+from tests.models.helpers import FCN_SCRIPT, run_cli, tiny_config
 
 
 class RunsShell:
@@ -52,3 +52,14 @@ def test_cli_refuses_a_crafted_checkpoint(crafted, command):
     assert "refused global" in result.stderr and "system" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not marker.exists(), f"{command} ran the checkpoint's shell command"
+
+
+def test_data_parallel_resume_refuses_a_crafted_checkpoint(crafted):
+    from tests.distributed.helpers import mpirun, mpirun_path
+    if mpirun_path() is None:
+        pytest.skip("mpirun not installed (pip install gradflow[distributed])")
+    folder, path, marker, _ = crafted
+    result = mpirun([FCN_SCRIPT, "train", "--resume", path, "--epochs", "2"], cwd=folder, timeout=120)
+    assert result.returncode != 0
+    assert "refused global" in result.stderr, result.stderr[-2000:]
+    assert not marker.exists(), "a rank ran the checkpoint's shell command"
