@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 
 
-class NotLanded(Exception):
+class NotAvailable(Exception):
     """The gradflow side of a row needs an op/module that does not exist yet."""
 
 
@@ -139,7 +139,7 @@ def _scaled(st, factor):
 
 
 def run_case(case, settings):
-    """Run one case -> list of rows; never raises: failures become 'error' / 'not landed' rows."""
+    """Run one case -> list of rows; never raises: failures become 'error' / 'not available' rows."""
     row = {"name": case.name, "description": case.description, "kind": case.kind,
            "unit": case.unit, "status": "ok", "note": ""}
     t0 = time.perf_counter()
@@ -165,8 +165,8 @@ def run_case(case, settings):
             row["torch"] = _scaled(torch_st, factor)
             row["calls_per_sample"] = {"gradflow": inner[0], "torch": inner[1]}
             row["ratio"] = gf_st["median"] / torch_st["median"]
-    except NotLanded as exc:
-        row["status"] = "not landed"
+    except NotAvailable as exc:
+        row["status"] = "not available"
         row["note"] = str(exc)
     except Exception as exc:   # one broken row must not hide the others
         row["status"] = "error"

@@ -34,8 +34,8 @@ def emit(result):
 
 
 def probe_error(result):
-    """A probe reports a missing op/module as {"not_landed": reason}; turn it back into NotLanded."""
-    from bench.harness import NotLanded
-    if "not_landed" in result:
-        raise NotLanded(result["not_landed"])
+    """A probe reports a missing op/module as {"not_available": reason}; turn it back into NotAvailable."""
+    from bench.harness import NotAvailable
+    if "not_available" in result:
+        raise NotAvailable(result["not_available"])
     return result

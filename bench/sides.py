@@ -3,35 +3,35 @@ import importlib
 
 import numpy as np
 
-from bench.harness import NotLanded
+from bench.harness import NotAvailable
 
 
 def gradflow_functional(*names):
-    """gradflow.functional, after checking the named ops exist (NotLanded if not yet)."""
+    """gradflow.functional, after checking the named ops exist (NotAvailable if not yet)."""
     import gradflow.functional as F
     for name in names:
         try:
             getattr(F, name)
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("gradflow"):
-                raise NotLanded(f"F.{name}: {exc.name} does not exist yet") from None
+                raise NotAvailable(f"F.{name}: {exc.name} does not exist yet") from None
             raise
         except (AttributeError, ImportError) as exc:
-            raise NotLanded(f"F.{name}: {exc}") from None
+            raise NotAvailable(f"F.{name}: {exc}") from None
     return F
 
 
 def gradflow_module(dotted, *attributes):
-    """Import a gradflow module (e.g. gradflow.nn) and check attributes; NotLanded if missing."""
+    """Import a gradflow module (e.g. gradflow.nn) and check attributes; NotAvailable if missing."""
     try:
         module = importlib.import_module(dotted)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("gradflow"):
-            raise NotLanded(f"{dotted}: {exc.name} does not exist yet") from None
+            raise NotAvailable(f"{dotted}: {exc.name} does not exist yet") from None
         raise
     missing = [a for a in attributes if not hasattr(module, a)]
     if missing:
-        raise NotLanded(f"{dotted} lacks {', '.join(missing)}")
+        raise NotAvailable(f"{dotted} lacks {', '.join(missing)}")
     return module
 
 

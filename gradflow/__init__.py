@@ -11,6 +11,9 @@ from gradflow.tensor import Tensor, bool_, float16, float32, float64, int32, int
 from gradflow import autograd, cuda  # noqa: E402
 from gradflow import nn, optim  # noqa: E402  (gf.nn.Conv2d, gf.optim.SGD, as torch.nn and torch.optim)
 from gradflow.checkpoint import load, save  # noqa: E402  (gf.save / gf.load, as torch.save / torch.load)
+from gradflow.serialization import load_safetensors, save_safetensors  # noqa: E402
+from gradflow import onnx, utils  # noqa: E402  (gf.onnx.export needs the onnx package only when called)
+from gradflow.utils.dlpack import from_dlpack  # noqa: E402  (gf.from_dlpack, as torch.from_dlpack)
 
 __version__ = "0.1.0"
 

@@ -212,10 +212,14 @@ def backward(tensors, grad_tensors, retain_graph=False):
         _add_output_grad(pending, t._ctx, t._out_index, g)
         roots.append(t._ctx)
 
+    order = _topological_order(roots)
+    hooks = _PostAccumulateHooks(order, tensors) if _post_accumulate_hooks_registered else None
     with _grad_mode(False):
-        for ctx in _topological_order(roots):
+        for ctx in order:
             grads = pending.pop(id(ctx), None)
             if grads is None:
+                if hooks is not None:
+                    hooks.visited(ctx, ())
                 continue
             if ctx._freed:
                 raise RuntimeError(
@@ -244,6 +248,60 @@ def backward(tensors, grad_tensors, retain_graph=False):
                 else:
                     _check_grad_shape(ctx, g, edge.shape)
                     edge._accumulate(g)
+            if hooks is not None:
+                hooks.visited(ctx, input_grads)
+        if hooks is not None:
+            hooks.finish()
+
+
+# Set by Tensor.register_post_accumulate_grad_hook; until then backward skips the bookkeeping.
+_post_accumulate_hooks_registered = False
+
+
+class _PostAccumulateHooks:
+    """Runs each hooked leaf's post-accumulate-grad hooks once per backward, right after
+    its last gradient contribution of the pass: a leaf used by k nodes of the graph is
+    done when all k have run (or been skipped), so a hook sees the full .grad while the
+    rest of backward is still to come (what lets data parallelism overlap communication)."""
+
+    def __init__(self, order, roots):
+        self.remaining = {}   # id(leaf) -> [leaf, contributions still to come]
+        for ctx in order:
+            for edge in ctx.edges:
+                if edge is not None and type(edge) is not tuple and _hooks_of(edge):
+                    entry = self.remaining.setdefault(id(edge), [edge, 0])
+                    entry[1] += 1
+        # leaves passed to backward() directly got their gradient already, before the walk
+        self.touched = {id(t): t for t in roots if t._ctx is None and _hooks_of(t)}
+
+    def visited(self, ctx, input_grads):
+        """ctx's backward ran (input_grads) or was skipped (no gradient reached it: ())."""
+        for k, edge in enumerate(ctx.edges):
+            if edge is None or type(edge) is tuple:
+                continue
+            entry = self.remaining.get(id(edge))
+            if entry is None:
+                continue
+            entry[1] -= 1
+            if k < len(input_grads) and input_grads[k] is not None:
+                self.touched[id(edge)] = edge
+            if entry[1] == 0:
+                del self.remaining[id(edge)]
+                if self.touched.pop(id(edge), None) is not None:
+                    _run_post_accumulate_hooks(edge)
+
+    def finish(self):
+        for leaf in self.touched.values():
+            _run_post_accumulate_hooks(leaf)
+
+
+def _hooks_of(leaf):
+    return getattr(leaf, "_post_accumulate_grad_hooks", None)
+
+
+def _run_post_accumulate_hooks(leaf):
+    for hook in list(leaf._post_accumulate_grad_hooks.values()):
+        hook(leaf)
 
 
 def _check_no_missing_grad(ctx, input_grads):

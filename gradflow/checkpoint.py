@@ -11,6 +11,16 @@ error leaves flipped bytes; both would otherwise surface as an obscure
 unpickling error, or worse, load as wrong weights. The length and the checksum
 turn them into a ``CheckpointError`` that names the file and what is wrong.
 
+Why a restricted unpickler: the checksum is computed by whoever wrote the file,
+so it proves nothing about where the file came from, and a plain ``pickle.loads``
+runs any callable a crafted file names. ``load`` therefore resolves only the
+globals a checkpoint needs (arrays, dtypes, numpy scalars, OrderedDict,
+Counter, Tensors; everything else in a checkpoint is built from pickle's own
+opcodes: dicts, lists, tuples, sets, numbers, strings, bytes) and refuses any other with an
+``UnsafeCheckpointError`` naming it. ``load(path, weights_only=False)`` is the
+explicit opt-in for a trusted file holding other objects; ``add_safe_globals``
+allows more globals without it, as ``torch.serialization.add_safe_globals`` does.
+
 Why the write dance (temp file in the same folder, fsync, ``os.replace``, fsync
 of the folder): ``os.replace`` is atomic, so ``path`` is at every instant either
 the complete old checkpoint or the complete new one, whatever moment the process
@@ -43,6 +53,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt or not a gradflow checkpoint."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint names a global that ``load(..., weights_only=True)`` does not allow."""
+
+
 def _rebuild_tensor(array, requires_grad):
     return Tensor(array, requires_grad=requires_grad)
 
@@ -65,6 +79,49 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
+def _safe_globals():
+    allowed = {
+        ("collections", "OrderedDict"), ("collections", "Counter"),   # Counter: MultiStepLR milestones
+        ("builtins", "complex"), ("builtins", "bytearray"), ("builtins", "set"), ("builtins", "frozenset"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("gradflow.checkpoint", "_rebuild_tensor"),
+    }
+    for core in ("numpy.core", "numpy._core"):   # NumPy 1 and NumPy 2 name the same functions
+        allowed |= {(f"{core}.multiarray", "_reconstruct"), (f"{core}.multiarray", "scalar"),
+                    (f"{core}.numeric", "_frombuffer")}
+    return allowed
+
+
+_SAFE_GLOBALS = _safe_globals()
+_user_safe_globals = {}
+
+
+def add_safe_globals(objects):
+    """Allow these classes or functions in ``load(..., weights_only=True)`` (only for code you trust)."""
+    for obj in objects:
+        _user_safe_globals[(obj.__module__, obj.__qualname__)] = obj
+
+
+def get_safe_globals():
+    """The (module, name) pairs ``load`` resolves by default, plus those added by ``add_safe_globals``."""
+    return sorted(_SAFE_GLOBALS | set(_user_safe_globals))
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _user_safe_globals:
+            return _user_safe_globals[(module, name)]
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafeCheckpointError(
+            f"refused global {module}.{name}: loading it could run code. If you trust this file, "
+            f"load it with gf.load(path, weights_only=False), or allow the global with "
+            f"gradflow.checkpoint.add_safe_globals([{name}])")
+
+    def persistent_load(self, pid):
+        raise UnsafeCheckpointError(f"refused persistent id {pid!r}: gradflow checkpoints have none")
+
+
 def dumps(obj):
     """The checkpoint bytes of ``obj`` (header + pickle)."""
     buffer = io.BytesIO()
@@ -73,8 +130,12 @@ def dumps(obj):
     return MAGIC + _HEADER.pack(VERSION, len(payload), hashlib.sha256(payload).digest()) + payload
 
 
-def loads(data, source="<bytes>"):
-    """Inverse of ``dumps``; raises CheckpointError naming ``source`` on any damage."""
+def loads(data, source="<bytes>", weights_only=True):
+    """Inverse of ``dumps``; raises CheckpointError naming ``source`` on any damage.
+
+    With ``weights_only`` (the default) only the globals of ``get_safe_globals()``
+    are resolved; any other raises UnsafeCheckpointError naming it.
+    """
     if len(data) < HEADER_SIZE:
         raise CheckpointError(f"{source}: truncated checkpoint ({len(data)} bytes, shorter than the "
                               f"{HEADER_SIZE}-byte header)")
@@ -91,7 +152,11 @@ def loads(data, source="<bytes>"):
     if hashlib.sha256(payload).digest() != digest:
         raise CheckpointError(f"{source}: corrupt checkpoint: SHA-256 checksum mismatch")
     try:
+        if weights_only:
+            return _RestrictedUnpickler(io.BytesIO(payload)).load()
         return pickle.loads(payload)
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(f"{source}: {exc}") from None
     except Exception as exc:    # checksum matched, so this is a code mismatch, not damage
         raise CheckpointError(f"{source}: checkpoint could not be unpickled ({type(exc).__name__}: {exc})") from exc
 
@@ -160,12 +225,17 @@ def _keep_previous(path, folder):
     os.replace(tmp_link, previous_path(path))
 
 
-def load(path, map_location=None):
+def load(path, map_location=None, weights_only=True):
     """Read a checkpoint written by ``save``.
 
     Raises CheckpointError (a RuntimeError) naming the file when it is missing,
     truncated, corrupt or not a checkpoint. ``map_location="cuda"`` moves the
     loaded Tensors to the GPU (default: they stay on the CPU).
+
+    ``weights_only=True`` (the default, as in PyTorch) never runs code from the
+    file: a global other than arrays, dtypes, numpy scalars, OrderedDict and
+    Tensors raises UnsafeCheckpointError naming it. Pass ``weights_only=False``
+    only for a file you trust: it unpickles anything, which can run any code.
     """
     path = os.fspath(path)
     try:
@@ -175,7 +245,7 @@ def load(path, map_location=None):
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file") from None
-    obj = loads(data, source=path)
+    obj = loads(data, source=path, weights_only=weights_only)
     if map_location is not None and backend.check_device(map_location) != "cpu":
         obj = _to_device(obj, backend.check_device(map_location))
     return obj
@@ -191,7 +261,7 @@ def _to_device(obj, device):
     return obj
 
 
-def load_with_fallback(path, map_location=None):
+def load_with_fallback(path, map_location=None, weights_only=True):
     """``(obj, path_used, problems)``: ``path`` if it is sound, else ``path.prev``.
 
     ``problems`` lists the error of each file that was skipped. Raises
@@ -200,7 +270,9 @@ def load_with_fallback(path, map_location=None):
     problems = []
     for candidate in (os.fspath(path), previous_path(path)):
         try:
-            return load(candidate, map_location), candidate, problems
+            return load(candidate, map_location, weights_only), candidate, problems
+        except UnsafeCheckpointError:   # a crafted file is an attack, not damage: say so, never fall back silently
+            raise
         except CheckpointError as exc:
             problems.append(str(exc))
     raise CheckpointError("no usable checkpoint: " + "; ".join(problems))

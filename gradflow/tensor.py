@@ -29,7 +29,8 @@ def check_numeric_data(array):
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_out_index", "__weakref__")
+    __slots__ = ("data", "grad", "_requires_grad", "_ctx", "_out_index", "_post_accumulate_grad_hooks",
+                 "__weakref__")
     __array_priority__ = 1000   # numpy scalars/arrays on the left defer to our operators
 
     def __init__(self, data, requires_grad=False):
@@ -166,6 +167,23 @@ class Tensor:
     def detach(self):
         return Tensor(self.data)
 
+    # ---- DLPack (zero-copy exchange; gradflow.utils.dlpack has the way in) -------------
+    def __dlpack__(self, *, stream=None, **kwargs):
+        """A DLPack capsule over this tensor's memory (NumPy's or CuPy's export, which owns the data)."""
+        if self.requires_grad:
+            raise RuntimeError("Can't export a tensor that requires grad through DLPack (the other library "
+                               "would bypass autograd); use tensor.detach()")
+        try:
+            if stream is not None:
+                kwargs["stream"] = stream
+            return self.data.__dlpack__(**kwargs)
+        except BufferError as exc:    # e.g. a read-only NumPy array (a broadcast view)
+            raise BufferError(f"cannot export this {self.dtype} tensor of shape {self.shape} through "
+                              f"DLPack ({exc}); export tensor.clone().detach() instead") from exc
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
     def clone(self):
         from gradflow.ops import elementwise
         return elementwise.Clone.apply(self)
@@ -205,6 +223,25 @@ class Tensor:
     # ---- autograd -----------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=False):
         autograd.backward([self], [gradient], retain_graph=retain_graph)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` after backward has accumulated this leaf's gradient into
+        ``.grad`` (once per backward pass, after its last contribution), as PyTorch does.
+        Returns a handle whose ``remove()`` unregisters it."""
+        from gradflow.nn.module import RemovableHandle   # nn imports tensor: import when used
+        if self._ctx is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        hooks = getattr(self, "_post_accumulate_grad_hooks", None)
+        if hooks is None:
+            hooks = self._post_accumulate_grad_hooks = {}
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        autograd._post_accumulate_hooks_registered = True
+        return handle
 
     def _accumulate(self, g):
         if g.dtype != self.data.dtype:

@@ -6,10 +6,13 @@ generators (anything a user transform might draw from). The DataLoader's
 order and augmentation are derived from (seed, epoch, sample) and travel in its
 own state_dict.
 """
+import json
+import os
 import random
 
 import numpy as np
 
+import gradflow as gf
 from gradflow import checkpoint
 from gradflow import random as gf_random
 from models.factories import build_model
@@ -38,6 +41,27 @@ def load_checkpoint(path, fallback=True, log=print):
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise checkpoint.CheckpointError(f"{path}: not a gradflow trainer checkpoint (no '{CHECKPOINT_FORMAT}' tag)")
     return state
+
+
+def save_best_weights(model, model_spec, class_names, config, path):
+    """The model's weights as safetensors; the header holds what rebuilding it needs (spec, classes, config)."""
+    gf.save_safetensors(model.state_dict(), path, metadata={
+        "format": CHECKPOINT_FORMAT, "model_spec": json.dumps(model_spec), "class_names": json.dumps(class_names),
+        "config": json.dumps(config)})
+
+
+def load_weights_file(path):
+    """A .ckpt written by train, or a best.safetensors, as a dict with "model_spec", "model", "class_names"
+    and "config" (a .ckpt has more)."""
+    if os.fspath(path).endswith(".safetensors"):
+        from gradflow.serialization import load_safetensors_metadata
+        meta = load_safetensors_metadata(path)
+        if meta.get("format") != CHECKPOINT_FORMAT or "model_spec" not in meta:
+            raise checkpoint.CheckpointError(f"{path}: not a gradflow trainer weights file (its header has no "
+                                             f"'{CHECKPOINT_FORMAT}' model spec)")
+        return {"model_spec": json.loads(meta["model_spec"]), "class_names": json.loads(meta["class_names"]),
+                "config": json.loads(meta["config"]), "model": gf.load_safetensors(path)}
+    return load_checkpoint(path, fallback=False)
 
 
 def model_from_checkpoint(state, device="cpu"):

@@ -5,6 +5,7 @@
     python models/fcn.py train --resume auto               # continue runs/<name>/last.ckpt if it exists
     python models/fcn.py eval runs/fcn-shapes/best.ckpt --split test
     python models/fcn.py predict runs/fcn-shapes/best.ckpt photo1.png photo2.jpg --out masks/
+    python models/fcn.py export runs/fcn-shapes/best.ckpt --onnx fcn.onnx
 
 Each subcommand is a module in models/commands/ with ``HELP``, ``add_arguments(parser,
 default_model)`` and ``run(args, default_model)``; a new subcommand is a new module
@@ -17,10 +18,11 @@ import argparse
 import sys
 
 from gradflow import checkpoint
-from models.commands import EXIT_ERROR, EXIT_NONFINITE, evaluate, predict, train
+from models.commands import EXIT_ERROR, EXIT_NONFINITE, evaluate, export, predict, train
+from models.distributed import stop_all
 from models.utils import NonFiniteError
 
-COMMANDS = {"train": train, "eval": evaluate, "predict": predict}   # the first is the default
+COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "export": export}   # the first is the default
 DEFAULT_COMMAND = "train"
 
 
@@ -47,10 +49,10 @@ def main(argv=None, default_model="fcn"):
         return COMMANDS[args.command].run(args, default_model)
     except NonFiniteError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_NONFINITE
-    except (checkpoint.CheckpointError, ValueError, RuntimeError, OSError) as exc:
+        return stop_all(EXIT_NONFINITE)
+    except (checkpoint.CheckpointError, ValueError, RuntimeError, OSError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return stop_all(EXIT_ERROR)
     except KeyboardInterrupt:
         print("\ninterrupted; resume with --resume auto (the last checkpoint is intact)", file=sys.stderr)
         return 130

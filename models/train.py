@@ -19,6 +19,8 @@ not checkpointed, so the last checkpoint is the last good state.
 import os
 import time
 
+import numpy as np
+
 import gradflow as gf
 import gradflow.nn
 from gradflow import backend, transfer
@@ -58,13 +60,13 @@ def train_one_epoch(run):
     steps = len(run.loader)
     run.model.train()
     run.loader.set_epoch(run.epoch)
-    bar = progress_bar(cfg.progress, steps, run.step, f"epoch {run.epoch + 1}/{cfg.epochs}")
-    metric = run.task.metric()
-    metric.matrix = stats["confusion"]
+    bar = progress_bar(cfg.progress and run.parallel.is_main, steps, run.step, f"epoch {run.epoch + 1}/{cfg.epochs}")
+    metric = run.task.metric()      # this process's counts since the last read-back
     started = time.perf_counter() - stats["seconds"]
     unread = []            # (loss, health) of the steps since the last read-back
     for images, masks in run.loader:
-        loss, health, logits = train_step(run.model, run.criterion, run.optimizer, images, masks, cfg.clip_grad)
+        loss, health, logits = train_step(run.train_model, run.criterion, run.optimizer, images, masks,
+                                          cfg.clip_grad)
         if run.scheduler_mode == "iteration":
             run.scheduler.step()
         metric.update(logits, masks)
@@ -73,7 +75,7 @@ def train_one_epoch(run):
         run.step += 1
         run.global_step += 1
         stats["steps"] += 1
-        stats["images"] += images.shape[0]
+        stats["images"] += images.shape[0] * run.parallel.world_size
         if bar is not None:
             bar.update(1)
         checkpoint_due = cfg.ckpt_every and run.global_step % cfg.ckpt_every == 0 and run.step < steps
@@ -91,20 +93,27 @@ def train_one_epoch(run):
 
 def read_back(run, metric, unread, bar, started):
     """The one device-to-host transfer of a logging interval: the steps' losses and
-    finiteness checks and the running metric's counts. Raises NonFiniteError for
-    the first step with a NaN/Inf; otherwise updates the run's statistics."""
-    stats = run.running
+    finiteness checks and the metric's counts of those steps (then reset). In a
+    data-parallel run they are combined over ranks (mean loss, any flag, summed
+    counts), so every rank stops at the same step and rank 0's checkpoints hold the
+    whole run's statistics. Raises NonFiniteError for the first step with a NaN/Inf;
+    otherwise updates the run's statistics."""
+    stats, parallel = run.running, run.parallel
     xp = backend.get_array_module(unread[0][0])
     losses, health, counts = transfer.to_host(xp.stack([loss for loss, _ in unread]),
                                               xp.stack([flags for _, flags in unread]), metric.counts)
+    metric.reset()
+    if parallel.enabled:
+        packed = parallel.sum(np.concatenate([losses, health.ravel(), counts]).astype(np.float64))
+        losses, packed = packed[:losses.size] / parallel.world_size, packed[losses.size:]
+        health, counts = packed[:health.size].reshape(health.shape) > 0, np.rint(packed[health.size:])
     first = run.global_step - len(unread)
     for k, (loss_value, flags) in enumerate(zip(losses.tolist(), health)):
         if flags.any():
             raise NonFiniteError(_where_it_broke(run, first + k, len(unread) - k, loss_value, flags))
         run.step_losses.append(loss_value)
         stats["loss_sum"] += loss_value
-    side = int(round(counts.size ** 0.5))
-    stats["confusion"] = counts.reshape(side, side).copy()
+    stats["confusion"] = stats["confusion"] + counts.astype(np.int64).reshape(stats["confusion"].shape)
     stats["seconds"] = time.perf_counter() - started
     if bar is not None:
         monitor = run.task.monitor
@@ -135,9 +144,10 @@ def _where_it_broke(run, global_step, steps_back, loss_value, flags):
             f"the last good step is saved; {saved}. Lower --lr or set --clip-grad.")
 
 
-def evaluate(model, loader, criterion, task):
+def evaluate(model, loader, criterion, task, parallel=None):
     """Validation metrics (pixel/mean accuracy, per-class IoU, mIoU; binary: also foreground IoU and
-    Dice) and the loss, averaged over samples; losses and counts come back in one transfer at the end."""
+    Dice) and the loss, averaged over samples; losses and counts come back in one transfer at the end.
+    With ``parallel`` (a data-parallel run) each rank's loader holds its shard and the sums are combined."""
     was_training = model.training
     model.eval()
     metric = task.metric()
@@ -149,13 +159,17 @@ def evaluate(model, loader, criterion, task):
             sizes.append(images.shape[0])
             metric.update(logits, masks)
     model.train(was_training)
-    if not losses:
-        return dict(metric.compute(), loss=0.0)
-    xp = backend.get_array_module(losses[0])
-    values, counts = transfer.to_host(xp.stack(losses), metric.counts)
+    if losses:
+        values, counts = transfer.to_host(backend.get_array_module(losses[0]).stack(losses), metric.counts)
+    else:
+        values, counts = np.zeros(0), transfer.to_host(metric.counts)
+    loss_sum, samples = sum(value * size for value, size in zip(values.tolist(), sizes)), sum(sizes)
+    if parallel is not None and parallel.enabled:      # every rank gets here, even with an empty shard
+        packed = parallel.sum(np.concatenate([[loss_sum, samples], counts]).astype(np.float64))
+        loss_sum, samples, counts = float(packed[0]), int(packed[1]), np.rint(packed[2:]).astype(np.int64)
     side = int(round(counts.size ** 0.5))
     metrics = metric.scores(counts.reshape(side, side))
-    metrics["loss"] = sum(value * size for value, size in zip(values.tolist(), sizes)) / max(sum(sizes), 1)
+    metrics["loss"] = loss_sum / max(samples, 1)
     return metrics
 
 

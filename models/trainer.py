@@ -6,8 +6,9 @@
 
 A run directory ``<out>/<name>/`` gets ``last.ckpt`` (every epoch and every
 ``ckpt_every`` steps; the one before it kept as ``last.ckpt.prev``), ``best.ckpt``
-(best validation score: mIoU, or foreground IoU for binary tasks),
-``metrics.json`` (one entry per epoch), ``curves.png`` and ``predictions.png``.
+(best validation score: mIoU, or foreground IoU for binary tasks) and its weights alone
+as ``best.safetensors`` (no pickle: safe to share, and PyTorch reads it), ``metrics.json``
+(one entry per epoch), ``curves.png`` and ``predictions.png``.
 
 Early stopping (``early_stop`` = patience): after each epoch without a better
 validation score a counter grows; when it reaches the patience the run stops,
@@ -30,7 +31,8 @@ import gradflow as gf
 from gradflow import checkpoint
 from gradflow.data import DataLoader
 from models import plots
-from models.checkpoints import CHECKPOINT_FORMAT, capture_rng, restore_rng
+from models.checkpoints import CHECKPOINT_FORMAT, capture_rng, restore_rng, save_best_weights
+from models.distributed import Parallel
 from models.factories import (build_model, load_splits, make_optimizer, make_scheduler, resolve_device,
                               skipped_files)
 from models.losses import make_criterion, resolve_class_weights
@@ -45,14 +47,17 @@ class Trainer:
 
     ``resume``: a checkpoint dict (from ``load_checkpoint``) to continue from, exactly where it stopped.
     ``log``: where per-epoch lines go (print by default).
+    ``parallel``: this process's part of a data-parallel run (models/distributed.py); default one process.
     """
 
-    def __init__(self, cfg, resume=None, run_dir=None, log=print):
+    def __init__(self, cfg, resume=None, run_dir=None, log=print, parallel=None):
         self.cfg = cfg
-        self.log = log
+        self.parallel = parallel = parallel or Parallel()
+        self.log = log if parallel.is_main else (lambda *args, **kwargs: None)
         self.run_dir = run_dir or os.path.join(cfg.out, cfg.run_name())
         os.makedirs(self.run_dir, exist_ok=True)
-        self._remove_stale_temp_files()
+        if parallel.is_main:
+            self._remove_stale_temp_files()
         self.device = resolve_device(cfg.device)
 
         gf.manual_seed(cfg.seed)
@@ -72,14 +77,14 @@ class Trainer:
         self.model_spec = {"name": cfg.model, "num_classes": self.task.output_channels,
                            "in_channels": sample_image.shape[0], "width": cfg.width, "norm": cfg.norm}
         self.model = build_model(**self.model_spec).to(self.device)
+        self.train_model = parallel.wrap(self.model)    # what the steps call: the model, or DDP around it
         self.criterion = make_criterion(cfg.loss, self.task, self.class_weights, self.device)
-        self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                 seed=cfg.seed, transform=make_augment(cfg.augment, cfg.dataset, cfg.image_size),
-                                 device=self.device)
+        self.loader = parallel.train_loader(self.train_set, cfg.batch_size, cfg.seed,
+                                            make_augment(cfg.augment, cfg.dataset, cfg.image_size), self.device)
         if len(self.loader) == 0:
             raise ValueError(f"batch size {cfg.batch_size} is larger than the training set "
                              f"({len(self.train_set)} samples); lower --batch-size or raise --train-size")
-        self.val_loader = DataLoader(self.val_set, batch_size=cfg.batch_size, device=self.device)
+        self.val_loader = DataLoader(parallel.shard(self.val_set), batch_size=cfg.batch_size, device=self.device)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.scheduler, self.scheduler_mode = make_scheduler(cfg, self.optimizer, len(self.loader))
 
@@ -105,6 +110,7 @@ class Trainer:
     def state(self):
         return {
             "format": CHECKPOINT_FORMAT,
+            "world_size": self.parallel.world_size,
             "config": dataclasses.asdict(self.cfg),
             "model_spec": self.model_spec,
             "task": dataclasses.asdict(self.task),
@@ -122,6 +128,11 @@ class Trainer:
         }
 
     def _restore(self, state):
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.parallel.world_size:
+            raise ValueError(f"the checkpoint was written by a run on {saved_world} process(es) and this run has "
+                             f"{self.parallel.world_size}; resume it with the same count (mpirun -n {saved_world}) "
+                             "so the data order continues exactly")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -138,7 +149,10 @@ class Trainer:
             self.scheduler.T_max = max(1, self.cfg.epochs * len(self.loader))
 
     def save(self, name, keep_previous=True):
-        """Write ``run_dir/name``, refusing non-finite weights so the previous checkpoint stays the good one."""
+        """Write ``run_dir/name``, refusing non-finite weights so the previous checkpoint stays the good one.
+        In a data-parallel run only rank 0 writes (returns None elsewhere)."""
+        if not self.parallel.is_main:
+            return None
         bad = first_nonfinite(self.model.named_parameters())
         if bad is not None:
             raise NonFiniteError(f"parameter {bad} is non-finite at epoch {self.epoch + 1}, step {self.step}; "
@@ -175,7 +189,8 @@ class Trainer:
     def end_epoch(self, train_metrics):
         """Validate, log, write artefacts and the epoch-end checkpoint; advance to the next epoch."""
         run, monitor = self.running, self.task.monitor
-        val = evaluate(self.model, self.val_loader, self.criterion, self.task)
+        self.parallel.sync_buffers(self.train_model)
+        val = evaluate(self.model, self.val_loader, self.criterion, self.task, self.parallel)
         lr = self.optimizer.param_groups[0]["lr"]
         record = {
             "epoch": self.epoch + 1, "steps": run["steps"], "lr": lr,
@@ -208,6 +223,9 @@ class Trainer:
         self.save("last.ckpt")
         if improved:
             self.save("best.ckpt", keep_previous=False)
+            if self.parallel.is_main:
+                save_best_weights(self.model, self.model_spec, self.class_names, dataclasses.asdict(self.cfg),
+                                  os.path.join(self.run_dir, "best.safetensors"))
         if self.stopped_early():
             self.log(f"early stop after epoch {self.epoch} of {self.cfg.epochs}: {self.stop_reason()}")
         self.write_artifacts()
@@ -215,6 +233,8 @@ class Trainer:
 
     # ---- artefacts ----------------------------------------------------------------------
     def write_artifacts(self):
+        if not self.parallel.is_main:
+            return
         best, monitor = self.best_record(), self.task.monitor
         write_json({"config": dataclasses.asdict(self.cfg), "model": self.model_spec,
                     "task": dataclasses.asdict(self.task), "class_names": self.class_names,

@@ -19,7 +19,7 @@ import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 
-from bench.harness import Case, NotLanded, gradflow_sync, torch_sync  # noqa: E402
+from bench.harness import Case, NotAvailable, gradflow_sync, torch_sync  # noqa: E402
 from bench.probe import emit, probe_error, run_probe  # noqa: E402
 
 NORMS = ("gn", "bn")
@@ -85,5 +85,5 @@ if __name__ == "__main__":
     a = parser.parse_args()
     try:
         emit(measure(a.framework, a.device, a.batch))
-    except NotLanded as exc:
-        emit({"not_landed": str(exc)})
+    except NotAvailable as exc:
+        emit({"not_available": str(exc)})

@@ -1,4 +1,4 @@
-"""Convolution rows: the shapes of the convolution issue's targets."""
+"""Convolution rows: the shapes of the convolution targets."""
 from bench.workloads.opcase import OpSpec, op_cases, randn
 
 

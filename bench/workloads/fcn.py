@@ -1,4 +1,4 @@
-"""FCN-bench training-step rows: GN and BN variants at each batch size (issue 7)."""
+"""FCN-bench training-step rows: GN and BN variants at each batch size."""
 from bench.harness import Case, Pair, rel_diff
 from bench.sides import to_numpy, torch_setup
 from bench.workloads.fcn_net import GradflowStep, TorchStep

@@ -4,7 +4,7 @@ gradflow.nn and torch.nn share class names and arguments, so `make_fcn_bench(nn,
 builds the same network from either; parameter names match (`enc1.0.weight`, ...),
 which is how the gradflow copy receives PyTorch's initial weights.
 
-Architecture (issue 7): input (B,3,H,W), 5 classes.
+Architecture: input (B,3,H,W), 5 classes.
   enc1: conv3x3(3->16)+norm+ReLU, conv3x3(16->16)+norm+ReLU, maxpool2      (GN: 4 groups)
   enc2: the same with 32 channels                                           (GN: 8 groups)
   enc3: the same with 64 channels                                           (GN: 8 groups)

@@ -23,7 +23,7 @@ import statistics
 import threading
 import time
 
-from bench.harness import Case, NotLanded, gradflow_sync, torch_sync
+from bench.harness import Case, NotAvailable, gradflow_sync, torch_sync
 from bench.probe import emit, probe_error, run_probe
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
@@ -175,5 +175,5 @@ if __name__ == "__main__":
     a = parser.parse_args()
     try:
         emit(measure(a.framework, a.norm, a.batch, a.device))
-    except NotLanded as exc:
-        emit({"not_landed": str(exc)})
+    except NotAvailable as exc:
+        emit({"not_available": str(exc)})

@@ -9,6 +9,7 @@
 from gradflow.data import functional, transforms
 from gradflow.data.dataset import IGNORE_INDEX, Dataset, Subset, random_split
 from gradflow.data.digits import DigitsDataset
+from gradflow.data.distributed import DistributedSampler
 from gradflow.data.folder import FolderDataset
 from gradflow.data.loader import DataLoader, collate
 from gradflow.data.registry import DATASETS, get_dataset, get_splits
@@ -19,4 +20,4 @@ from gradflow.data.transforms import (ColorJitter, Compose, Normalize, RandomCro
 __all__ = ["Dataset", "Subset", "random_split", "DataLoader", "collate", "ShapesDataset", "DigitsDataset",
            "FolderDataset", "IGNORE_INDEX", "DATASETS", "get_dataset", "get_splits", "Compose", "Normalize",
            "RandomCrop", "RandomHorizontalFlip", "RandomScale", "RandomVerticalFlip", "Resize", "RandomRotation",
-           "RandomRotation90", "ColorJitter", "functional", "transforms"]
+           "RandomRotation90", "ColorJitter", "functional", "transforms", "DistributedSampler"]

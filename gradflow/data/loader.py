@@ -15,6 +15,11 @@ from gradflow.tensor import Tensor
 _ORDER_STREAM, _TRANSFORM_STREAM = 0, 1     # keep shuffle and augmentation draws independent
 
 
+def shuffled_order(seed, epoch, n):
+    """The permutation of range(n) that epoch ``epoch`` of a loader (or sampler) seeded ``seed`` visits."""
+    return np.random.default_rng((seed, _ORDER_STREAM, int(epoch))).permutation(n)
+
+
 def collate(samples):
     """Stack (image, mask) pairs into one contiguous float32 (N,C,H,W) and int64 (N,H,W) array."""
     first_image, first_mask = samples[0]
@@ -44,6 +49,9 @@ class DataLoader:
     end advances the epoch; so does starting a new iteration after abandoning one
     part-way, as with PyTorch's loader. ``set_epoch(e)`` picks an epoch explicitly.
 
+    ``sampler`` (e.g. a DistributedSampler, exclusive with ``shuffle``) decides the order
+    instead: epoch ``e`` visits ``sampler.indices(e)``.
+
     Resume: ``state_dict()`` says where the *next* batch comes from (seed, epoch,
     position = samples already yielded this epoch). After ``load_state_dict`` the
     next iteration yields exactly the batches the interrupted run had not yet
@@ -53,9 +61,15 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None, transform=None,
-                 device=None):
+                 device=None, sampler=None):
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("sampler option is mutually exclusive with shuffle (the sampler shuffles)")
+        if sampler is not None and not callable(getattr(sampler, "indices", None)):
+            raise TypeError(f"sampler must have an indices(epoch) method, as DistributedSampler does; "
+                            f"got {type(sampler).__name__}")
+        self.sampler = sampler
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -71,17 +85,19 @@ class DataLoader:
 
     def __len__(self):
         """Batches in one full epoch."""
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     # ---- order and randomness ----------------------------------------------------------
     def order(self, epoch=None):
         """Dataset indices in the order epoch ``epoch`` (default: the current one) visits them."""
         epoch = self.epoch if epoch is None else epoch
+        if self.sampler is not None:
+            return self.sampler.indices(epoch)
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n)
-        return np.random.default_rng((self.seed, _ORDER_STREAM, epoch)).permutation(n)
+        return shuffled_order(self.seed, epoch, n)
 
     def sample_rng(self, epoch, index):
         """The generator the transform gets for dataset sample ``index`` in ``epoch``."""
@@ -100,8 +116,11 @@ class DataLoader:
 
     # ---- checkpointing -----------------------------------------------------------------
     def state_dict(self):
-        return {"seed": self.seed, "epoch": self.epoch, "position": self.position,
-                "batch_size": self.batch_size, "shuffle": self.shuffle, "dataset_len": len(self.dataset)}
+        state = {"seed": self.seed, "epoch": self.epoch, "position": self.position,
+                 "batch_size": self.batch_size, "shuffle": self.shuffle, "dataset_len": len(self.dataset)}
+        if self.sampler is not None:
+            state["sampler"] = {**self.sampler.state_dict(), "epoch": self.epoch, "position": self.position}
+        return state
 
     def load_state_dict(self, state):
         if state.get("dataset_len", len(self.dataset)) != len(self.dataset):
@@ -109,6 +128,10 @@ class DataLoader:
                              f"this one has {len(self.dataset)}; the order would not match")
         if state.get("shuffle", self.shuffle) != self.shuffle:
             raise ValueError(f"loader state has shuffle={state['shuffle']} but this loader has shuffle={self.shuffle}")
+        if self.sampler is not None:
+            if "sampler" not in state:
+                raise ValueError("loader state was saved without a sampler but this loader has one")
+            self.sampler.load_state_dict(state["sampler"])
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])

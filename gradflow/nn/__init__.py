@@ -1,5 +1,5 @@
 """gradflow.nn: Module, Parameter, layers, losses, init and gradient utilities (PyTorch's names)."""
-from gradflow.nn import functional, init, utils
+from gradflow.nn import functional, init, parallel, utils
 from gradflow.nn.activation import LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from gradflow.nn.container import ModuleDict, ModuleList, Sequential
 from gradflow.nn.conv import Conv2d, ConvTranspose2d
@@ -15,5 +15,5 @@ __all__ = [
     "AdaptiveAvgPool2d", "AvgPool2d", "BCEWithLogitsLoss", "BatchNorm2d", "Conv2d", "ConvTranspose2d",
     "CrossEntropyLoss", "Dropout", "Dropout2d", "Flatten", "GroupNorm", "Identity", "Linear", "LogSoftmax",
     "MaxPool2d", "Module", "ModuleDict", "ModuleList", "NLLLoss", "Parameter", "ReLU", "Sequential", "Sigmoid",
-    "Softmax", "Tanh", "Upsample", "functional", "init", "utils",
+    "Softmax", "Tanh", "Upsample", "functional", "init", "parallel", "utils",
 ]

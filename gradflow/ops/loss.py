@@ -6,7 +6,7 @@ see them as (N, C, S) with S the flattened spatial size, and class-index targets
 
 All of it is numpy/cupy array code, no Numba kernels, because that measured faster: on the
 CPU an njit loop ran cross_entropy 2x slower than numpy (Numba has no vector exp without
-SVML); on an H100 a fused Numba CUDA forward/backward pair (commit 389ed9f) beat CuPy's ops
+SVML); on an H100 a fused Numba CUDA forward/backward pair beat CuPy's ops
 forward (0.59 vs 0.78 ms) but lost forward+backward (1.63 vs 1.23 ms) to Numba's per-launch
 argument overhead, at (8, 21, 64, 64).
 """

@@ -9,6 +9,7 @@ from gradflow.data import DATASETS
 from models.checkpoints import load_checkpoint
 from models.commands import DEVICES, non_negative_int, positive_float, positive_int
 from models.config import MODELS, OPTIMIZERS, SCHEDULERS, Config, default_config
+from models.distributed import Parallel
 from models.layers import NORMS
 from models.losses import LOSSES, parse_class_weights
 from models.presets import AUGMENTS
@@ -132,11 +133,14 @@ def configure(args, default_model):
 
 
 def run(args, default_model):
+    parallel = Parallel.from_launcher()     # under mpirun -n N: join the other N - 1 processes
     cfg, state, run_dir = configure(args, default_model)
-    trainer = Trainer(cfg, resume=state, run_dir=run_dir)
+    trainer = Trainer(cfg, resume=state, run_dir=run_dir, parallel=parallel)
+    on = f"{parallel.world_size} processes" + (f" ({trainer.device})" if trainer.device != "cpu" else "") \
+        if parallel.enabled else trainer.device
     print(f"training {cfg.model} ({cfg.norm} norm, width {cfg.width}) on {cfg.dataset} "
           f"({len(trainer.train_set)} train / {len(trainer.val_set)} val images, {cfg.image_size}px, "
-          f"{trainer.num_classes} classes) on {trainer.device}; run folder {trainer.run_dir}")
+          f"{trainer.num_classes} classes) on {on}; run folder {trainer.run_dir}")
     trainer.fit()
     if trainer.history:
         summarize(trainer)
@@ -154,4 +158,4 @@ def summarize(trainer):
     images = sum(h["steps"] for h in history) * cfg.batch_size
     print(f"best val {monitor} {best[f'val_{monitor}']:.4f} (epoch {best['epoch']}); training time {seconds:.1f}s, "
           f"{images / max(seconds, 1e-9):.1f} images/s; wrote {trainer.run_dir}/"
-          f"{{last.ckpt,best.ckpt,metrics.json{',curves.png,predictions.png' if cfg.plots else ''}}}")
+          f"{{last.ckpt,best.ckpt,best.safetensors,metrics.json{',curves.png,predictions.png' if cfg.plots else ''}}}")

@@ -11,7 +11,7 @@ gradient) and produces an image of size out_hw; conv2d is likewise the input gra
 of conv_transpose2d. So one set of kernels serves both ops in both directions.
 
 Each function picks a path by shape (_path), by measurement on the 2-vCPU AVX-512
-development machine (single thread, forward+backward of the issue's workloads):
+development machine (single thread, forward+backward of the bench/ conv workloads):
   * 1x1 without padding: a plain batched matmul (never im2col);
   * 3x3, stride 1, dilation 1, padding <= 2: direct kernels (conv_direct), 2.9x faster
     than im2col + BLAS;

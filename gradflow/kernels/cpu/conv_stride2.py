@@ -101,7 +101,7 @@ def conv(phases, weight, bias, groups, width, out):
 
 
 # ---- input gradient: the adjoint, a gather into the 4 phases of the padded input
-# (measured 3.3-4.1 ms for the stride-2 workload, col2im + BLAS 4.5)
+# (measured 3.3-4.1 ms for the bench/ stride-2 workload, col2im + BLAS 4.5)
 
 PHASE_CHUNK = 1024     # 2 channels x 4 phases x 1024 float32 = 32 KB of accumulators, in L1
 
