@@ -215,7 +215,8 @@ def check_unused_parameters(rank):
 
 
 def check_model_mismatch(rank):
-    with raises(dist.DistributedError, "parameters differ across ranks", "rank 0: 2 parameters", "rank 1: 4 parameters"):
+    with raises(dist.DistributedError, "parameters differ across ranks", "rank 0: 2 parameters",
+                "rank 1: 4 parameters"):
         DDP(nn.Linear(2, 2) if rank == 0 else nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
 
 
