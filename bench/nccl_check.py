@@ -46,8 +46,8 @@ def main():
                 t = gf.tensor(mine, device="cuda")
                 pointer = t.data.data.ptr
                 dist.all_reduce(t, op=op)
-                check(f"all_reduce {op} {dtype} {shape}",
-                      np.array_equal(backend.to_numpy(t.data), np.asarray(want, dtype=dtype)) and t.data.data.ptr == pointer)
+                same = np.array_equal(backend.to_numpy(t.data), np.asarray(want, dtype=dtype))
+                check(f"all_reduce {op} {dtype} {shape}", same and t.data.data.ptr == pointer)
             t = gf.tensor(mine, device="cuda")
             dist.broadcast(t, src=0)
             check(f"broadcast {dtype} {shape}", np.array_equal(backend.to_numpy(t.data), everyone[0]))

@@ -179,7 +179,11 @@ def _topological_order(roots):
             continue
         visited.add(id(ctx))
         stack.append((ctx, True))
-        for edge in ctx.edges:
+        # Pushed last to first, so the first argument's subgraph (the data path, by convention)
+        # is explored first and so runs last: the short branches to parameters (a weight's
+        # transpose or reshape) run right after their consumer, and their leaves' gradients
+        # (and post-accumulate hooks) are ready early in backward, not only at its very end.
+        for edge in reversed(ctx.edges):
             if type(edge) is tuple and id(edge[0]) not in visited:
                 stack.append((edge[0], False))
     order.reverse()

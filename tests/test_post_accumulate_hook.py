@@ -61,6 +61,30 @@ def test_hook_fires_while_backward_is_still_running():
     assert trace == ["w ready", "first layer backward"]
 
 
+def test_weight_behind_a_transpose_is_ready_before_the_earlier_layers_backward():
+    """linear uses w through a transpose node: that short branch must run right after the
+    matmul's backward, not after the whole rest of the graph."""
+    trace = []
+
+    class Spy(gf.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a.copy()
+
+        @staticmethod
+        def backward(ctx, g):
+            trace.append("first layer backward")
+            return g
+
+    first = gf.nn.Linear(3, 4)
+    second = gf.nn.Linear(4, 2)
+    second.weight.register_post_accumulate_grad_hook(lambda p: trace.append("second.weight ready"))
+    first.weight.register_post_accumulate_grad_hook(lambda p: trace.append("first.weight ready"))
+    x = gf.tensor(np.ones((5, 3), np.float32))
+    second(Spy.apply(first(x))).sum().backward()
+    assert trace == ["second.weight ready", "first layer backward", "first.weight ready"]
+
+
 def test_accumulates_over_passes_and_hook_sees_the_running_total():
     w = gf.tensor(np.array([1.0, 2.0]), requires_grad=True)
     seen = []

@@ -10,7 +10,8 @@ class DistributedSampler:
     """Indices of ``dataset`` for rank ``rank`` of ``num_replicas`` (default: from the process group).
 
     Every rank builds the same order (when ``shuffle``, the permutation a
-    ``DataLoader(shuffle=True, seed=seed)`` visits in that epoch) and takes every ``num_replicas``-th index starting at its rank, so the shards are
+    ``DataLoader(shuffle=True, seed=seed)`` visits in that epoch) and takes every
+    ``num_replicas``-th index starting at its rank, so the shards are
     disjoint and together cover the dataset. When the length does not divide evenly,
     ``drop_last=False`` repeats the first indices so that every rank gets
     ``ceil(n / num_replicas)`` (those few samples are seen twice per epoch) and

@@ -68,8 +68,9 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     g = _group(group, "all_gather")
     data = _array(tensor, "all_gather")
     if not isinstance(tensor_list, (list, tuple)) or len(tensor_list) != g.world_size:
+        length = len(tensor_list) if hasattr(tensor_list, "__len__") else "?"
         raise ValueError(f"all_gather: tensor_list must be a list of world_size={g.world_size} tensors, "
-                         f"got {type(tensor_list).__name__} of length {len(tensor_list) if hasattr(tensor_list, '__len__') else '?'}")
+                         f"got {type(tensor_list).__name__} of length {length}")
     outputs = [_array(t, f"all_gather: tensor_list[{r}]", writable=True) for r, t in enumerate(tensor_list)]
     for r, out in enumerate(outputs):
         if out.shape != data.shape or out.dtype != data.dtype:

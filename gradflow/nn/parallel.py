@@ -141,6 +141,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_ready_from_backward", 0)
         object.__setattr__(self, "_next_bucket", 0)
         object.__setattr__(self, "_used", np.ones(len(self._params), dtype=np.int64))
+        object.__setattr__(self, "_marked", np.zeros(len(self._params), dtype=bool))
         for b in self._buckets:
             b.ready, b.work = 0, None
 
@@ -151,6 +152,13 @@ class DistributedDataParallel(Module):
         self._mark_ready(param, used=True)
 
     def _mark_ready(self, param, used):
+        i = self._index[id(param)]
+        if self._marked[i]:
+            raise RuntimeError(
+                "DistributedDataParallel: a parameter was marked ready twice in one reduction (a second "
+                "backward through the same forward's graph, or a parameter counted unused by "
+                "find_unused_parameters that got a gradient after all); run forward again before each backward")
+        self._marked[i] = True
         bucket, k = self._bucket_of[id(param)]
         if bucket.flat is None:
             bucket.flat = backend.xp_for(bucket.device).empty(bucket.offsets[-1], dtype=bucket.dtype)
@@ -159,7 +167,7 @@ class DistributedDataParallel(Module):
             slot[...] = param.grad.data
         else:
             slot[...] = 0
-            self._used[self._index[id(param)]] = 0
+            self._used[i] = 0
         bucket.ready += 1
         object.__setattr__(self, "_n_ready", self._n_ready + 1)
         # launch every bucket that is complete, in bucket order, so all ranks issue the same sequence

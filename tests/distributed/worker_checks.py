@@ -214,8 +214,38 @@ def check_unused_parameters(rank):
         plain(x, use_b=True)
 
 
+def check_buckets_start_during_backward(rank):
+    """The last layers' buckets are launched before backward reaches the first layers."""
+    seen = []
+
+    class Spy(gf.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a.copy()
+
+        @staticmethod
+        def backward(ctx, g):
+            seen.append((model._next_bucket, [b.work is not None for b in model._buckets]))
+            return g
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            return Spy.apply(x)
+
+    gf.manual_seed(0)
+    model = DDP(nn.Sequential(nn.Linear(4, 64), nn.ReLU(), Probe(), nn.Linear(64, 64), nn.ReLU(),
+                              nn.Linear(64, 2)), bucket_cap_mb=0.01)
+    assert len(model._buckets) >= 3
+    model(gf.tensor(np.ones((3, 4), np.float32))).sum().backward()
+    launched, started = seen[0]
+    assert 0 < launched < len(model._buckets), seen       # some, not all, all-reduces in flight
+    assert started[:launched] == [True] * launched and not any(started[launched:])
+    assert model._next_bucket == 0 and model.module[0].weight.grad is not None   # all done and reset after
+
+
 def check_model_mismatch(rank):
-    with raises(dist.DistributedError, "parameters differ across ranks", "rank 0: 2 parameters", "rank 1: 4 parameters"):
+    with raises(dist.DistributedError, "parameters differ across ranks", "rank 0: 2 parameters",
+                "rank 1: 4 parameters"):
         DDP(nn.Linear(2, 2) if rank == 0 else nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
 
 
@@ -232,6 +262,7 @@ if __name__ == "__main__":
               ("batchnorm buffers broadcast", lambda: check_batchnorm_buffers(rank, True)),
               ("batchnorm buffers local", lambda: check_batchnorm_buffers(rank, False)),
               ("unused parameters", lambda: check_unused_parameters(rank)),
+              ("buckets start during backward", lambda: check_buckets_start_during_backward(rank)),
               ("model mismatch", lambda: check_model_mismatch(rank))]
     only = sys.argv[1:]
     for name, check in checks:
