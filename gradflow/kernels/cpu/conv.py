@@ -28,6 +28,7 @@ import threading
 import numpy as np
 
 from gradflow.kernels.conv_common import add_bias, pointwise
+from gradflow.threads import parallel
 from gradflow.kernels.cpu import conv_direct, conv_stride2, im2col as columns
 
 COLUMN_BYTES = 2 << 20       # im2col buffer per chunk of images (about the L2 size)
@@ -39,6 +40,7 @@ def output_size(size, kernel, stride, pads, dilation):
     return (size + pads[0] + pads[1] - dilation * (kernel - 1) - 1) // stride + 1
 
 
+@parallel
 def conv2d(x, weight, bias, stride, padding, dilation, groups):
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     n, _, height, width = x.shape
@@ -78,6 +80,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
     return add_bias(out, bias)
 
 
+@parallel
 def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw):
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     n, _, in_h, in_w = x.shape                       # conv2d's output side
@@ -129,6 +132,7 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
     return add_bias(out, bias)
 
 
+@parallel
 def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups):
     x, grad_out = np.ascontiguousarray(x), np.ascontiguousarray(grad_out)
     n, in_channels, height, width = x.shape
