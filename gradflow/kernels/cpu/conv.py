@@ -27,17 +27,14 @@ import threading
 
 import numpy as np
 
-from gradflow.kernels.conv_common import add_bias, pointwise
+from gradflow.kernels.conv_common import (add_bias, is_pointwise, output_size, pointwise_conv2d,
+                                           pointwise_conv_transpose2d, pointwise_weight_grad)
 from gradflow.threads import parallel
 from gradflow.kernels.cpu import conv_direct, conv_stride2, im2col as columns
 
 COLUMN_BYTES = 2 << 20       # im2col buffer per chunk of images (about the L2 size)
 IMAGES_SLOT = 8192           # 3x3 weight gradient: images side by side up to this many plane elements
 _local = threading.local()
-
-
-def output_size(size, kernel, stride, pads, dilation):
-    return (size + pads[0] + pads[1] - dilation * (kernel - 1) - 1) // stride + 1
 
 
 @parallel
@@ -50,9 +47,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
     (top, bottom), (left, right) = padding
     path = _path(weight.shape[2:], stride, padding, dilation, (out_h, out_w))
     if path == "pointwise":
-        xs = x[:, :, :out_h * stride[0]:stride[0], :out_w * stride[1]:stride[1]]
-        out = pointwise(xs, weight, groups, transpose=False).reshape(n, out_channels, out_h, out_w)
-        return add_bias(out, bias)
+        return pointwise_conv2d(x, weight, bias, stride, groups, (out_h, out_w))
     out = np.empty((n, out_channels, out_h, out_w), dtype=x.dtype)
     if path == "direct":
         planes = _padded_planes("x", x, top, left, height + top + bottom, width + left + right)
@@ -90,12 +85,7 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
     (top, bottom), (left, right) = padding
     path = _path(weight.shape[2:], stride, padding, dilation, (in_h, in_w))
     if path == "pointwise":
-        cols = pointwise(x, weight, groups, transpose=True).reshape(n, channels, in_h, in_w)
-        if stride == (1, 1) and (height, width) == (in_h, in_w):
-            return add_bias(cols, bias)
-        out = np.zeros((n, channels, height, width), dtype=x.dtype)
-        out[:, :, :in_h * stride[0]:stride[0], :in_w * stride[1]:stride[1]] = cols
-        return add_bias(out, bias)
+        return pointwise_conv_transpose2d(x, weight, bias, stride, groups, out_hw)
     out = np.empty((n, channels, height, width), dtype=x.dtype)
     if path == "direct":
         # input gradient of a stride-1 conv: the same conv over the gradient padded by
@@ -143,10 +133,7 @@ def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups
     (top, bottom), (left, right) = padding
     path = _path(kernel_hw, stride, padding, dilation, (out_h, out_w))
     if path == "pointwise":
-        xs = x[:, :, :out_h * stride[0]:stride[0], :out_w * stride[1]:stride[1]]
-        xs = np.ascontiguousarray(xs).reshape(n, groups, per_group_in, -1)
-        g = grad_out.reshape(n, groups, out_channels // groups, -1)
-        return np.matmul(g, xs.transpose(0, 1, 3, 2)).sum(axis=0).reshape(shape)
+        return pointwise_weight_grad(x, grad_out, stride, groups)
     if path == "direct":
         padded_h, padded_w = height + top + bottom, width + left + right
         slot = padded_h * padded_w + 2
@@ -189,7 +176,7 @@ PHASE_KERNELS = ((4, 4),)     # stride-2 kernels run as 2x2 convs over the 4 inp
 def _path(kernel_hw, stride, padding, dilation, out_hw):
     """Which implementation serves this geometry (the same for all three functions)."""
     kernel_hw = tuple(kernel_hw)
-    if kernel_hw == (1, 1) and padding == ((0, 0), (0, 0)):
+    if is_pointwise(kernel_hw, padding):
         return "pointwise"
     if dilation != (1, 1):
         return "columns"
