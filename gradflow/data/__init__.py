@@ -7,9 +7,9 @@
         ...   # images float32 (N, 3, H, W), masks int64 (N, H, W)
 """
 from gradflow.data import functional, transforms
-from gradflow.data.dataset import Dataset, Subset, random_split
+from gradflow.data.dataset import IGNORE_INDEX, Dataset, Subset, random_split
 from gradflow.data.digits import DigitsDataset
-from gradflow.data.folder import IGNORE_INDEX, FolderDataset
+from gradflow.data.folder import FolderDataset
 from gradflow.data.loader import DataLoader, collate
 from gradflow.data.registry import DATASETS, get_dataset, get_splits
 from gradflow.data.shapes import ShapesDataset

@@ -12,6 +12,9 @@ import numpy as np
 
 from gradflow import random as gf_random
 
+# Mask value of pixels that count for nothing: no loss, no metric (PyTorch's segmentation convention).
+IGNORE_INDEX = 255
+
 
 def check_index(index, length):
     """Normalise ``index`` (negative allowed, as for lists) or raise IndexError.

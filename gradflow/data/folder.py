@@ -8,11 +8,10 @@ import pathlib
 
 import numpy as np
 
-from gradflow.data.dataset import Dataset, check_index
+from gradflow.data.dataset import IGNORE_INDEX, Dataset, check_index
 from gradflow.data.functional import _size, resize_image, resize_mask
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-IGNORE_INDEX = 255
 MASK_MODES = ("L", "P", "1", "I", "I;16", "I;16L", "I;16B")   # single-channel: one class id per pixel
 
 

@@ -3,7 +3,8 @@
 from gradflow import functional as F
 from gradflow.nn import init
 from gradflow.nn.module import Module
-from gradflow.nn.utils import _new_parameter as new_parameter, _pair as pair
+from gradflow.nn.utils import _new_parameter as new_parameter
+from gradflow.ops.arguments import pair
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -81,9 +82,12 @@ class Conv2d(_ConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None):
-        super().__init__(in_channels, out_channels, pair(kernel_size), pair(stride),
-                         padding if isinstance(padding, str) else pair(padding), pair(dilation),
-                         False, pair(0), groups, bias, padding_mode, device, dtype)
+        name = type(self).__name__
+        super().__init__(in_channels, out_channels, pair(kernel_size, "kernel_size", name, minimum=1),
+                         pair(stride, "stride", name, minimum=1),
+                         padding if isinstance(padding, str) else pair(padding, "padding", name, minimum=0),
+                         pair(dilation, "dilation", name, minimum=1), False, (0, 0), groups, bias, padding_mode,
+                         device, dtype)
 
     def _conv_padding(self, input):
         """(input padded beforehand if needed, the symmetric padding left for the conv itself)."""
@@ -114,8 +118,12 @@ class ConvTranspose2d(_ConvNd):
             raise ValueError(f"ConvTranspose2d does not accept padding={padding!r}; give the padding as integers")
         if padding_mode != "zeros":
             raise ValueError('Only "zeros" padding mode is supported for ConvTranspose2d')
-        super().__init__(in_channels, out_channels, pair(kernel_size), pair(stride), pair(padding), pair(dilation),
-                         True, pair(output_padding), groups, bias, padding_mode, device, dtype)
+        name = type(self).__name__
+        super().__init__(in_channels, out_channels, pair(kernel_size, "kernel_size", name, minimum=1),
+                         pair(stride, "stride", name, minimum=1), pair(padding, "padding", name, minimum=0),
+                         pair(dilation, "dilation", name, minimum=1), True,
+                         pair(output_padding, "output_padding", name, minimum=0), groups, bias, padding_mode,
+                         device, dtype)
 
     def _output_padding(self, input, output_size):
         """The output_padding that makes the output `output_size` (H, W), as PyTorch computes it."""

@@ -11,15 +11,6 @@ from gradflow.nn.module import Parameter
 from gradflow.tensor import Tensor, float32
 
 
-def _pair(value):
-    """2 -> (2, 2); (1, 2) stays; as torch.nn.modules.utils._pair."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"expected an int or a pair of ints, got {value!r}")
-        return tuple(value)
-    return (value, value)
-
-
 def _new_parameter(shape, device=None, dtype=None):
     """An uninitialised Parameter; layers fill it in reset_parameters()."""
     return Parameter(empty(*shape, dtype=dtype or float32, device=device))

@@ -15,6 +15,7 @@ import numpy as np
 
 from gradflow.autograd import Function
 from gradflow.kernels import conv_kernels
+from gradflow.ops.arguments import pair
 from gradflow.tensor import Tensor
 
 FLOAT_DTYPES = (np.dtype("float32"), np.dtype("float64"))
@@ -80,8 +81,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     total padding the extra row/column goes bottom/right, as PyTorch)."""
     name = "conv2d"
     x, weight, bias, unbatched = _check_tensors(name, x, weight, bias)
-    stride = _pair(name, "stride", stride, minimum=1)
-    dilation = _pair(name, "dilation", dilation, minimum=1)
+    stride = pair(stride, "stride", name, minimum=1)
+    dilation = pair(dilation, "dilation", name, minimum=1)
     groups = _groups(name, groups)
     out_channels, per_group, kernel_h, kernel_w = weight.shape
     channels, height, width = x.shape[1:]
@@ -103,7 +104,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         else:
             raise ValueError(f"{name}: invalid padding string {padding!r}, should be one of 'valid' or 'same'")
     else:
-        ph, pw = _pair(name, "padding", padding, minimum=0)
+        ph, pw = pair(padding, "padding", name, minimum=0)
         pads = ((ph, ph), (pw, pw))
     padded = (height + sum(pads[0]), width + sum(pads[1]))
     span = (dilation[0] * (kernel_h - 1) + 1, dilation[1] * (kernel_w - 1) + 1)
@@ -119,13 +120,13 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     """2-D transposed convolution ("deconvolution"): the input gradient of conv2d with the same weight."""
     name = "conv_transpose2d"
     x, weight, bias, unbatched = _check_tensors(name, x, weight, bias)
-    stride = _pair(name, "stride", stride, minimum=1)
-    dilation = _pair(name, "dilation", dilation, minimum=1)
+    stride = pair(stride, "stride", name, minimum=1)
+    dilation = pair(dilation, "dilation", name, minimum=1)
     if isinstance(padding, str):
         raise TypeError(f"{name}: padding must be an int or a pair of ints, got {padding!r} "
                         f"(string padding exists for conv2d only)")
-    padding = _pair(name, "padding", padding, minimum=0)
-    output_padding = _pair(name, "output_padding", output_padding, minimum=0)
+    padding = pair(padding, "padding", name, minimum=0)
+    output_padding = pair(output_padding, "output_padding", name, minimum=0)
     groups = _groups(name, groups)
     in_channels, per_group, kernel_h, kernel_w = weight.shape
     channels, height, width = x.shape[1:]
@@ -196,20 +197,6 @@ def _groups(name, groups):
     if groups < 1:
         raise ValueError(f"{name}: groups must be positive, got {groups}")
     return int(groups)
-
-
-def _pair(name, label, value, minimum):
-    """An int or a sequence of 1 or 2 ints as an (h, w) pair of ints >= minimum."""
-    if type(value) is int and value >= minimum:          # the common case, without the ABC checks
-        return value, value
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    if len(items) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in items):
-        raise TypeError(f"{name}: {label} must be an int or a pair of ints, got {value!r}")
-    pair = tuple(int(v) for v in items) * (2 // len(items))
-    if min(pair) < minimum:
-        kind = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"{name}: {label} must be {kind}, got {value!r}")
-    return pair
 
 
 def _same_padding(kernel, dilation):

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from gradflow import backend, kernels
+from gradflow.ops.arguments import pair
 from gradflow.autograd import Function
 
 
@@ -113,20 +114,6 @@ class AvgPool2d(Function):
 
 # ---- argument checks ------------------------------------------------------------------
 
-def _pair(value, name, op):
-    if isinstance(value, (list, tuple)):
-        if len(value) == 1:
-            value = (value[0], value[0])
-        if len(value) != 2:
-            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    else:
-        value = (value, value)
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    return int(value[0]), int(value[1])
-
-
 def _check_input(x, op):
     if x.ndim not in (3, 4):
         raise ValueError(f"{op}: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got shape {x.shape}")
@@ -139,11 +126,11 @@ def _check_input(x, op):
 def _sliding_geometry(x, op, kernel_size, stride, padding, dilation, ceil_mode):
     """Validated (kernel, stride, padding, dilation) pairs, with PyTorch's rules."""
     _check_input(x, op)
-    kernel = _pair(kernel_size, "kernel_size", op)
+    kernel = pair(kernel_size, "kernel_size", op)
     stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
-        else _pair(stride, "stride", op)
-    padding = _pair(padding, "padding", op)
-    dilation = _pair(dilation, "dilation", op)
+        else pair(stride, "stride", op)
+    padding = pair(padding, "padding", op)
+    dilation = pair(dilation, "dilation", op)
     if min(kernel) <= 0:
         raise ValueError(f"{op}: kernel_size must be positive, got {kernel}")
     if min(stride) <= 0:

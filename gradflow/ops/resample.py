@@ -13,6 +13,7 @@ import numpy as np
 
 from gradflow import backend
 from gradflow.autograd import Function
+from gradflow.ops.arguments import pair
 
 MODES = ("nearest", "bilinear")
 
@@ -116,15 +117,6 @@ class Resample2d(Function):
         return grad, None, None
 
 
-def _pair(value, name):
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"interpolate: {name} must be a number or a pair for a 4-D input "
-                             f"(2 spatial dims), got {value!r}")
-        return tuple(value)
-    return value, value
-
-
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None):
     """PyTorch's F.interpolate for (N, C, H, W) input, modes "nearest" and "bilinear".
@@ -150,13 +142,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if size is not None:
         if recompute_scale_factor:
             raise ValueError("interpolate: recompute_scale_factor is not meaningful with an explicit size")
-        out_size = _pair(size, "size")
-        if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in out_size):
-            raise TypeError(f"interpolate: size must be an int or a pair of ints, got {size!r}")
-        out_size = tuple(int(s) for s in out_size)
+        out_size = pair(size, "size", "interpolate")
         scales = (None, None)
     elif scale_factor is not None:
-        scales = tuple(float(s) for s in _pair(scale_factor, "scale_factor"))
+        scales = tuple(float(s) for s in pair(scale_factor, "scale_factor", "interpolate", integers=False))
         out_size = tuple(int(math.floor(n * s)) for n, s in zip(in_size, scales))
         if recompute_scale_factor:   # index rule from the integer sizes, as PyTorch
             scales = (None, None)

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 
 import gradflow as gf
+from models.checkpoints import load_checkpoint
 from models.fcn import FCN
-from models.train import Trainer, load_checkpoint
+from models.trainer import Trainer
 from models.unet import UNet
+from tests.models.faults import Crash, crash_after
 from tests.models.helpers import assert_same_weights, tiny_config
 
 torch = pytest.importorskip("torch")
@@ -117,33 +119,18 @@ def test_loss_falls(tmp_path):
     assert (tmp_path / "run" / "best.ckpt").exists() and (tmp_path / "run" / "metrics.json").exists()
 
 
-class _Crash(Exception):
-    pass
-
-
-def _crash_after(trainer, steps):
-    """Make trainer.train_step raise after ``steps`` successful steps (a simulated crash)."""
-    real, count = trainer.train_step, [0]
-
-    def step(images, masks):
-        if count[0] == steps:
-            raise _Crash()
-        count[0] += 1
-        return real(images, masks)
-    trainer.train_step = step
-
-
 @pytest.mark.parametrize("norm,crash_at,saved_at", [("group", 7, (1, 2)), ("batch", 10, (2, 1))])
-def test_resume_mid_epoch_gives_identical_weights(tmp_path, norm, crash_at, saved_at):
+def test_resume_mid_epoch_gives_identical_weights(tmp_path, monkeypatch, norm, crash_at, saved_at):
     """Crash mid-epoch, resume from the last step checkpoint: same weights and losses as an unbroken run."""
     reference = Trainer(tiny_config(tmp_path, name="ref", norm=norm, ckpt_every=3, epochs=3), log=lambda *_: None)
     reference.fit()
 
     cfg = tiny_config(tmp_path, name="crashed", norm=norm, ckpt_every=3, epochs=3)
     broken = Trainer(cfg, log=lambda *_: None)
-    _crash_after(broken, crash_at)
-    with pytest.raises(_Crash):
-        broken.fit()
+    with monkeypatch.context() as patch:
+        crash_after(patch, crash_at)
+        with pytest.raises(Crash):
+            broken.fit()
     state = load_checkpoint(tmp_path / "crashed" / "last.ckpt")
     # 4 steps an epoch, a checkpoint every 3 global steps: the crash loses the steps after the last one
     assert (state["epoch"], state["step"]) == saved_at
