@@ -4,6 +4,7 @@ import dataclasses
 import os
 import textwrap
 
+import gradflow
 from gradflow import checkpoint
 from gradflow.data import DATASETS
 from models.checkpoints import load_checkpoint
@@ -114,11 +115,18 @@ def run(args, default_model):
     trainer = Trainer(cfg, resume=state, run_dir=run_dir)
     print(f"training {cfg.model} ({cfg.norm} norm, width {cfg.width}) on {cfg.dataset} "
           f"({len(trainer.train_set)} train / {len(trainer.val_set)} val images, {cfg.image_size}px, "
-          f"{trainer.num_classes} classes) on {trainer.device}; run folder {trainer.run_dir}")
+          f"{trainer.num_classes} classes) on {_where(trainer.device)}; run folder {trainer.run_dir}")
     trainer.fit()
     if trainer.history:
         summarize(trainer)
     return 0
+
+
+def _where(device):
+    if device != "cpu":
+        return device
+    threads = gradflow.get_num_threads()
+    return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
 
 
 def summarize(trainer):
