@@ -79,6 +79,11 @@ def pool_norm_cases(results, rng):
     results["cross_entropy/out"], results["cross_entropy/grad_x"] = loss.detach().numpy(), x.grad.numpy()
     a, b = _tensor(rng, (4, 5, 9, 9)), _tensor(rng, (4, 5, 9, 9))
     _record(results, "relu_add", F.relu(a) + b, {"a": a, "b": b}, rng)
+    # large enough for the parallel ReLU and add (at 1 thread NumPy's), with the special values
+    big = rng.standard_normal((3, 60000)).astype(np.float32)
+    big[0, :6] = [np.nan, -0.0, 0.0, np.inf, -np.inf, -1.0]
+    a, b = gf.tensor(big, requires_grad=True), _tensor(rng, (3, 60000))
+    _record(results, "relu_add_large", F.relu(a) + b, {"a": a, "b": b}, rng)
 
 
 def fcn_steps(results, norm, steps=3):

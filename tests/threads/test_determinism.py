@@ -54,6 +54,7 @@ def test_results_are_finite_and_not_trivial(runs):
     for name, value in runs[1].items():
         if name.startswith("threads/"):
             continue
-        assert np.isfinite(value).all(), name
+        if not name.startswith("relu_add_large/"):        # that case has NaN and inf on purpose
+            assert np.isfinite(value).all(), name
         if name.endswith("/out") or "/grad_" in name:
-            assert np.abs(value).max() > 0, f"{name} is all zeros"
+            assert np.nanmax(np.abs(value)) > 0, f"{name} is all zeros"
