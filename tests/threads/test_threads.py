@@ -51,10 +51,16 @@ print(gf.get_num_threads(), numba.get_num_threads(), blas)
     assert second == "1 1 [1]"
 
 
-def test_threading_layer_can_be_chosen_by_env():
-    code = "import numba, gradflow as gf, gradflow.functional as F; F.max_pool2d(gf.randn(1, 1, 4, 4), 2); " \
-           "print(numba.threading_layer())"
-    assert _in_subprocess(code, NUMBA_THREADING_LAYER="omp") == "omp"
+def test_threading_layer_is_workqueue_unless_the_env_names_one(monkeypatch):
+    from numba.core import config
+    monkeypatch.setattr(config, "THREADING_LAYER", "default")
+    monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
+    threads.configure()
+    assert config.THREADING_LAYER == "workqueue"
+    monkeypatch.setattr(config, "THREADING_LAYER", "omp")        # what Numba reads from the variable
+    monkeypatch.setenv("NUMBA_THREADING_LAYER", "omp")
+    threads.configure()
+    assert config.THREADING_LAYER == "omp"
 
 
 def test_bad_counts_raise_clear_errors():
