@@ -74,6 +74,25 @@ def _aligned_empty(length, dtype):
     return raw[skip:skip + length]
 
 
+@njit(cache=True)
+def even_chunks(total, most):
+    """(count, size): the fewest chunks of at most `most` items that cover `total`, all
+    about the same size. The threads share blocks, not work: equal blocks keep them
+    busy alike (64 rows in chunks of at most 31: 22, 22, 20 rather than 31, 31, 2)."""
+    count = max(1, (total + most - 1) // most)
+    size = max(1, (total + count - 1) // count)
+    return (total + size - 1) // size, size
+
+
+@njit(cache=True)
+def _band_chunks(bands, most):
+    """(images, bands) per chunk of _conv_bands: whole images while they fit in `most`
+    bands, else even chunks of one image's bands."""
+    if bands <= most:
+        return max(1, most // max(1, bands)), bands
+    return 1, even_chunks(bands, most)[1]
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _taps4(plane, weight, o, c, start, width, length, acc):
     """acc[k * CHUNK + q] += sum_ij weight[o + k, c, i, j] * plane[start + q + i * width + j], k < 4."""
@@ -162,8 +181,7 @@ def _conv_bands(planes, weight, bias, groups, width, rows, channels, out):
     n_images, out_w = out.shape[0], out.shape[3]
     in_per_group = weight.shape[1]
     out_per_group = out.shape[1] // groups
-    bands_per_chunk = SLAB // out_w
-    images_per_chunk = max(1, bands_per_chunk // (rows // 4))
+    images_per_chunk, bands_per_chunk = _band_chunks(rows // 4, SLAB // out_w)
     rows_per_chunk = 4 * bands_per_chunk
     image_chunks = (n_images + images_per_chunk - 1) // images_per_chunk
     row_chunks = (rows + rows_per_chunk - 1) // rows_per_chunk
@@ -200,8 +218,7 @@ def _conv_flat(planes, weight, bias, groups, width, row_begin, row_end, channel_
     in_per_group = weight.shape[1]
     three = weight.shape[2] == 3
     out_per_group = out_channels // groups
-    rows_per_chunk = CHUNK // width
-    row_chunks = (row_end - row_begin + rows_per_chunk - 1) // rows_per_chunk
+    row_chunks, rows_per_chunk = even_chunks(row_end - row_begin, CHUNK // width)
     channel_blocks = (out_per_group - channel_begin + 3) // 4
     for block in prange(n_images * row_chunks * groups * channel_blocks):
         o_block = block % channel_blocks

@@ -10,7 +10,7 @@ flattened-plane kernels as conv_direct apply (see there for why they are fast), 
 import numpy as np
 from numba import njit, prange
 
-from gradflow.kernels.cpu.conv_direct import CHUNK, FASTMATH, _aligned_empty, sum_planes
+from gradflow.kernels.cpu.conv_direct import CHUNK, FASTMATH, _aligned_empty, even_chunks, sum_planes
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -77,8 +77,7 @@ def conv(phases, weight, bias, groups, width, out):
     n_images, out_channels, out_h, out_w = out.shape
     in_per_group = weight.shape[1]
     out_per_group = out_channels // groups
-    rows_per_chunk = CHUNK // width
-    row_chunks = (out_h + rows_per_chunk - 1) // rows_per_chunk
+    row_chunks, rows_per_chunk = even_chunks(out_h, CHUNK // width)
     channel_blocks = (out_per_group + 3) // 4
     for block in prange(n_images * row_chunks * groups * channel_blocks):
         o_block = block % channel_blocks
@@ -206,8 +205,7 @@ def phase_grad(grads, weight, groups, width, out):
     n_images, channels, _, out_h, out_w = out.shape
     out_channels, in_per_group = weight.shape[0], weight.shape[1]
     out_per_group = out_channels // groups
-    rows_per_chunk = PHASE_CHUNK // width
-    row_chunks = (out_h + rows_per_chunk - 1) // rows_per_chunk
+    row_chunks, rows_per_chunk = even_chunks(out_h, PHASE_CHUNK // width)
     channel_blocks = (in_per_group + 1) // 2
     for block in prange(n_images * row_chunks * groups * channel_blocks):
         c = 2 * (block % channel_blocks)
