@@ -1,10 +1,11 @@
 """How many CPU threads gradflow's kernels use, as torch.set_num_threads / get_num_threads.
 
-Two thread pools do gradflow's CPU work: Numba's (the parallel kernels in
-gradflow.kernels.cpu) and the BLAS library under NumPy's matmul (1x1 and im2col
-convolutions, linear layers). They take turns, never run together: no Numba kernel
-calls BLAS, and a matmul runs between kernels. Both are held to the same count, so at
-any moment at most that many threads compute.
+gradflow's parallel CPU work runs in Numba's thread pool (the kernels in
+gradflow.kernels.cpu). The BLAS library under NumPy's matmul (linear layers, 1x1 and
+im2col convolutions) is held to ONE thread: OpenBLAS's results depend on its own thread
+count for some shapes (measured: (128, 784) @ (784, 10) float32 differs between 1 and 2
+threads), and gradflow's results must not. So the two pools never compete for cores
+either: no Numba kernel calls BLAS, and BLAS runs on the calling thread alone.
 
 The default is the number of cores this process may run on (os.sched_getaffinity),
 or OMP_NUM_THREADS, else NUMBA_NUM_THREADS, when set. Numba's pool is started with
@@ -72,7 +73,7 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use n threads in gradflow's CPU kernels and in BLAS (1 <= n <= pool_size())."""
+    """Use n threads in gradflow's CPU kernels (1 <= n <= pool_size())."""
     global _requested
     if isinstance(n, bool) or not hasattr(n, "__index__"):
         raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
@@ -83,24 +84,21 @@ def set_num_threads(n):
         raise ValueError(f"set_num_threads: {n} threads requested, but Numba's thread pool has "
                          f"{pool_size()} (set NUMBA_NUM_THREADS={n} before starting Python to allow more)")
     _requested = n
-    _apply_blas(n)
+    _hold_blas_to_one_thread()      # again: a BLAS library loaded since (scipy's) starts with all cores
 
 
-def _apply_blas(n):
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:          # a dependency, but stay usable without it
-        return
-    threadpool_limits(limits=n, user_api="blas")
+def _hold_blas_to_one_thread():
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def configure():
-    """Choose the threading layer (before Numba starts its pool) and hold BLAS to
-    get_num_threads(). Called once, by gradflow.kernels.cpu when it is imported."""
+    """Choose the threading layer (before Numba starts its pool) and hold BLAS to one
+    thread. Called once, by gradflow.kernels.cpu when it is imported."""
     from numba.core import config
     if not os.environ.get("NUMBA_THREADING_LAYER"):
         config.THREADING_LAYER = THREADING_LAYER
-    _apply_blas(get_num_threads())
+    _hold_blas_to_one_thread()
 
 
 def parallel(host):

@@ -53,6 +53,9 @@ def conv_cases(results, rng):
         x, w = _tensor(rng, x_shape, dtype), _tensor(rng, w_shape, dtype)
         b = _tensor(rng, (w_shape[0],), dtype)
         _record(results, name, F.conv2d(x, w, b, **kwargs), {"x": x, "w": w, "b": b}, rng)
+    # BLAS: a linear layer of a shape where OpenBLAS's bits depend on its thread count
+    x, w, b = _tensor(rng, (128, 784)), _tensor(rng, (10, 784)), _tensor(rng, (10,))
+    _record(results, "linear", F.linear(x, w, b), {"x": x, "w": w, "b": b}, rng)
     x, w = _tensor(rng, (2, 5, 8, 8)), _tensor(rng, (5, 3, 4, 4))
     _record(results, "conv_transpose4x4_stride2", F.conv_transpose2d(x, w, stride=2, padding=1),
             {"x": x, "w": w}, rng)

@@ -26,7 +26,7 @@ geometry: filling a fresh 38 MB array took 2.8 ms here, a reused one 1.0 ms.
 Every Numba kernel here runs in parallel over blocks fixed by the shapes alone (images,
 rows, channels); weight gradients sum per-image partial results in image order, so the
 bits are the same at any thread count (gradflow.threads). The matmuls of the 1x1 and
-im2col paths run in BLAS, held to the same thread count, between the kernels.
+im2col paths run in BLAS on one thread (gradflow.threads says why), between the kernels.
 """
 import threading
 
