@@ -6,6 +6,7 @@
     python bench/run.py --device cuda        # CuPy + Numba CUDA vs PyTorch + cuDNN
     python bench/run.py --only 'conv|fcn_gn' # rows whose name matches the regex
     python bench/run.py --list               # the rows, without running them
+    python bench/run.py --time-to-accuracy   # then seconds of training to val mIoU 0.85, both engines
 
 One worker process per thread count: thread pools (OpenBLAS, OpenMP, Numba, torch)
 read their size from the environment when they start, so each count gets a fresh
@@ -56,6 +57,9 @@ def parse_args(argv=None):
                    help=f"set GLIBC_TUNABLES={STABLE_MALLOC} (fewer page faults, steadier numbers)")
     p.add_argument("--show", default=None, metavar="FILE.json",
                    help="print the tables of an earlier run's JSON (e.g. with --markdown) and exit")
+    p.add_argument("--time-to-accuracy", action="store_true",
+                   help="then train both engines to val mIoU 0.85 at each thread count (bench/time_to_accuracy.py; "
+                        "minutes per count)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)   # internal: result path
     args = p.parse_args(argv)
     if args.threads is None:
@@ -180,8 +184,41 @@ def print_tables(out, markdown):
               + ("" if run.get("complete") else "  [INCOMPLETE]"))
         for line in table_lines(run["rows"], markdown=markdown):
             print(line)
+    for line in scaling_lines(out["runs"], markdown):
+        print(line)
     print(f"\nratio = gradflow / torch (lower is better for gradflow); wall {out['wall_s']} s"
           + ("; GLIBC_TUNABLES stable-malloc settings" if out.get("stable_malloc") else ""))
+
+
+def scaling_lines(runs, markdown=False):
+    """Each engine's speed-up from the first thread count to each other one: median time
+    at the first count / median time at the other (2.0 = twice as fast), per row."""
+    if len(runs) < 2:
+        return []
+    base = runs[0]
+    times = {r["name"]: r for r in base["rows"] if r["status"] == "ok" and r.get("unit") == "ms"}
+    lines = []
+    for run in runs[1:]:
+        header = ("workload", f"gradflow {base['threads']}->{run['threads']} thr", f"torch {base['threads']}->"
+                  f"{run['threads']} thr", f"gf/torch at {run['threads']}")
+        body = []
+        for row in run["rows"]:
+            first = times.get(row["name"])
+            if row["status"] != "ok" or first is None:
+                continue
+            speedups = [first[side]["median"] / row[side]["median"] for side in ("gradflow", "torch")]
+            body.append((row["name"], f"{speedups[0]:.2f}x", f"{speedups[1]:.2f}x", f"{row['ratio']:.2f}x"))
+        if not body:
+            continue
+        lines.append(f"\nscaling: time at {base['threads']} thread(s) / time at {run['threads']} "
+                     f"(load average {run.get('machine', {}).get('loadavg_at_start', ['?'])[0]} at start)")
+        if markdown:
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(row) + " |" for row in body]
+        else:
+            widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
+            lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header] + body]
+    return lines
 
 
 def main(argv=None):
@@ -223,6 +260,9 @@ def main(argv=None):
     out = report(args, runs, started, complete)
     print_tables(out, args.markdown)
     print(f"JSON: {args.out}")
+    if args.time_to_accuracy and args.device == "cpu":
+        from bench import time_to_accuracy
+        time_to_accuracy.main(["--threads", ",".join(str(t) for t in args.thread_counts)])
     return 0 if complete else 1
 
 

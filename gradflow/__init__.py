@@ -8,6 +8,7 @@ from gradflow.ops.elementwise import where
 from gradflow.ops.shape import cat, stack
 from gradflow.random import manual_seed
 from gradflow.tensor import Tensor, bool_, float16, float32, float64, int32, int64, uint8
+from gradflow.threads import get_num_threads, set_num_threads
 from gradflow import autograd, cuda  # noqa: E402
 from gradflow import nn, optim  # noqa: E402  (gf.nn.Conv2d, gf.optim.SGD, as torch.nn and torch.optim)
 from gradflow.checkpoint import load, save  # noqa: E402  (gf.save / gf.load, as torch.save / torch.load)

@@ -1,34 +1,21 @@
 """The functional API (``gradflow.nn.functional`` / ``gradflow.functional``), as in PyTorch.
 
-Thin: each name lives in the ops module that implements it and is imported on first use,
-so `import gradflow` does not compile or import every kernel up front.
+Thin: each name is imported from the ops module that implements it. Importing them
+loads Numba and the CPU kernel modules, but compiles nothing: each kernel compiles
+(or loads from Numba's cache) on its first call.
 """
-import importlib
+from gradflow.ops.activation import linear, pad, relu, sigmoid, tanh
+from gradflow.ops.bce import binary_cross_entropy_with_logits
+from gradflow.ops.conv import conv2d, conv_transpose2d
+from gradflow.ops.dice import dice_loss
+from gradflow.ops.dropout import dropout, dropout2d
+from gradflow.ops.loss import cross_entropy, nll_loss
+from gradflow.ops.norm import batch_norm, group_norm
+from gradflow.ops.pool import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
+from gradflow.ops.resample import interpolate
+from gradflow.ops.softmax import log_softmax, softmax
 
-_SOURCES = {
-    "conv": ["conv2d", "conv_transpose2d"],
-    "pool": ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"],
-    "norm": ["batch_norm", "group_norm"],
-    "softmax": ["softmax", "log_softmax"],
-    "loss": ["cross_entropy", "nll_loss"],
-    "bce": ["binary_cross_entropy_with_logits"],
-    "dice": ["dice_loss"],
-    "resample": ["interpolate"],
-    "dropout": ["dropout", "dropout2d"],
-    "activation": ["relu", "sigmoid", "tanh", "linear", "pad"],
-}
-_MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'gradflow.functional' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"gradflow.ops.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__all__ = ["adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d", "batch_norm",
+           "binary_cross_entropy_with_logits", "conv2d", "conv_transpose2d", "cross_entropy", "dice_loss",
+           "dropout", "dropout2d", "group_norm", "interpolate", "linear", "log_softmax", "max_pool2d",
+           "nll_loss", "pad", "relu", "sigmoid", "softmax", "tanh"]

@@ -17,8 +17,9 @@ checkpoint), 3 training stopped on a non-finite loss or gradient.
 import argparse
 import sys
 
+import gradflow
 from gradflow import checkpoint
-from models.commands import EXIT_ERROR, EXIT_NONFINITE, evaluate, export, predict, train
+from models.commands import EXIT_ERROR, EXIT_NONFINITE, evaluate, export, positive_int, predict, train
 from models.distributed import stop_all
 from models.utils import NonFiniteError
 
@@ -35,8 +36,11 @@ def build_parser(default_model="fcn"):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     for name, command in COMMANDS.items():
-        command.add_arguments(commands.add_parser(name, help=command.HELP, **command.PARSER_OPTIONS),
-                              default_model)
+        sub = commands.add_parser(name, help=command.HELP, **command.PARSER_OPTIONS)
+        command.add_arguments(sub, default_model)
+        # not part of a run's config: results are the same bits at any thread count
+        sub.add_argument("--threads", type=positive_int,
+                         help="CPU threads (default: the usable cores, or OMP_NUM_THREADS when set)")
     return parser
 
 
@@ -46,6 +50,8 @@ def main(argv=None, default_model="fcn"):
         argv = [DEFAULT_COMMAND] + argv
     args = build_parser(default_model).parse_args(argv)
     try:
+        if args.threads is not None:
+            gradflow.set_num_threads(args.threads)
         return COMMANDS[args.command].run(args, default_model)
     except NonFiniteError as exc:
         print(f"error: {exc}", file=sys.stderr)

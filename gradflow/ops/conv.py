@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 from gradflow.autograd import Function
-from gradflow.kernels import for_array
+from gradflow.kernels import conv_kernels
 from gradflow.ops.arguments import pair
 from gradflow.tensor import Tensor
 
@@ -26,14 +26,14 @@ class Conv2d(Function):
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
         ctx.save_for_backward(x, weight)
         ctx.args = stride, padding, dilation, groups
-        return for_array(x, "conv").conv2d(x, weight, bias, stride, padding, dilation, groups)
+        return conv_kernels(x).conv2d(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.args
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
-        kernels = for_array(grad, "conv")
+        kernels = conv_kernels(grad)
         grad_x = grad_weight = grad_bias = None
         if need_x:
             grad_x = kernels.conv_transpose2d(grad, weight, None, stride, padding, dilation, groups, x.shape[2:])
@@ -49,14 +49,14 @@ class ConvTranspose2d(Function):
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, out_hw):
         ctx.save_for_backward(x, weight)
         ctx.args = stride, padding, dilation, groups
-        return for_array(x, "conv").conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
+        return conv_kernels(x).conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.args
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
-        kernels = for_array(grad, "conv")
+        kernels = conv_kernels(grad)
         grad_x = grad_weight = grad_bias = None
         if need_x:
             grad_x = kernels.conv2d(grad, weight, None, stride, padding, dilation, groups)

@@ -3,6 +3,7 @@ import numpy as np
 
 from gradflow import backend
 from gradflow.autograd import Function
+from gradflow.kernels.cpu import elementwise as cpu_elementwise
 from gradflow.tensor import Tensor
 
 
@@ -36,7 +37,7 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = _shape(a), _shape(b)
-        return a + b
+        return cpu_elementwise.add(a, b)      # a + b (in parallel for large CPU arrays)
 
     @staticmethod
     def backward(ctx, g):
@@ -202,14 +203,14 @@ class Abs(Function):
 class Relu(Function):
     @staticmethod
     def forward(ctx, a):
-        out = backend.get_array_module(a).maximum(a, 0)
+        out = cpu_elementwise.relu(a) if isinstance(a, np.ndarray) else backend.get_array_module(a).maximum(a, 0)
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, g):
         (out,) = ctx.saved_tensors
-        return g * (out > 0)
+        return cpu_elementwise.relu_backward(g, out) if isinstance(g, np.ndarray) else g * (out > 0)
 
 
 class Sigmoid(Function):

@@ -31,7 +31,7 @@ class BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, running_mean, running_var, weight, bias, training, momentum, eps, relu):
         xp = backend.get_array_module(x)
-        module = kernels.for_array(x, "norm")
+        module = kernels.norm_kernels(x)
         x3 = _as_channels(x)
         w, b = _affine(weight, bias, x.shape[1], x.dtype, xp)
         if training:
@@ -53,7 +53,7 @@ class BatchNorm(Function):
     @staticmethod
     def backward(ctx, grad):
         x3, mean, invstd, w, relu_output = ctx.saved_tensors
-        grad_x, grad_w, grad_b = kernels.for_array(grad, "norm").batch_norm_backward(
+        grad_x, grad_w, grad_b = kernels.norm_kernels(grad).batch_norm_backward(
             _as_channels(grad), x3, mean, invstd, w, ctx.training, relu_output)
         has_weight, has_bias = ctx.has_affine
         return (grad_x.reshape(grad.shape), None, None, grad_w if has_weight else None,
@@ -66,7 +66,7 @@ class GroupNorm(Function):
         xp = backend.get_array_module(x)
         x3 = _as_channels(x)
         w, b = _affine(weight, bias, x.shape[1], x.dtype, xp)
-        y, mean, invstd = kernels.for_array(x, "norm").group_norm_forward(x3, num_groups, w, b, eps, relu)
+        y, mean, invstd = kernels.norm_kernels(x).group_norm_forward(x3, num_groups, w, b, eps, relu)
         ctx.save_for_backward(x3, mean, invstd, w, y if relu else None)
         ctx.num_groups = num_groups
         ctx.has_affine = weight is not None, bias is not None
@@ -75,7 +75,7 @@ class GroupNorm(Function):
     @staticmethod
     def backward(ctx, grad):
         x3, mean, invstd, w, relu_output = ctx.saved_tensors
-        grad_x, grad_w, grad_b = kernels.for_array(grad, "norm").group_norm_backward(
+        grad_x, grad_w, grad_b = kernels.norm_kernels(grad).group_norm_backward(
             _as_channels(grad), x3, ctx.num_groups, mean, invstd, w, relu_output)
         has_weight, has_bias = ctx.has_affine
         return (grad_x.reshape(grad.shape), None, grad_w if has_weight else None,

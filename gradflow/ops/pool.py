@@ -87,7 +87,7 @@ def adaptive_windows(size, out, device="cpu"):
 class MaxPool2d(Function):
     @staticmethod
     def forward(ctx, x, rows, cols):
-        out, indices = kernels.for_array(x, "pool").max_pool2d_forward(x, rows, cols)
+        out, indices = kernels.pool_kernels(x).max_pool2d_forward(x, rows, cols)
         ctx.save_for_backward(indices)
         ctx.windows = rows, cols
         return out, indices
@@ -96,7 +96,7 @@ class MaxPool2d(Function):
     def backward(ctx, grad_out, _grad_indices):
         indices, = ctx.saved_tensors
         rows, cols = ctx.windows
-        grad = kernels.for_array(grad_out, "pool").max_pool2d_backward(grad_out, indices, rows, cols)
+        grad = kernels.pool_kernels(grad_out).max_pool2d_backward(grad_out, indices, rows, cols)
         return grad, None, None
 
 
@@ -104,12 +104,12 @@ class AvgPool2d(Function):
     @staticmethod
     def forward(ctx, x, rows, cols):
         ctx.windows = rows, cols
-        return kernels.for_array(x, "pool").avg_pool2d_forward(x, rows, cols)
+        return kernels.pool_kernels(x).avg_pool2d_forward(x, rows, cols)
 
     @staticmethod
     def backward(ctx, grad_out):
         rows, cols = ctx.windows
-        return kernels.for_array(grad_out, "pool").avg_pool2d_backward(grad_out, rows, cols), None, None
+        return kernels.pool_kernels(grad_out).avg_pool2d_backward(grad_out, rows, cols), None, None
 
 
 # ---- argument checks ------------------------------------------------------------------

@@ -4,6 +4,7 @@ import dataclasses
 import os
 import textwrap
 
+import gradflow
 from gradflow import checkpoint
 from gradflow.data import DATASETS
 from models.checkpoints import load_checkpoint
@@ -136,8 +137,8 @@ def run(args, default_model):
     parallel = Parallel.from_launcher()     # under mpirun -n N: join the other N - 1 processes
     cfg, state, run_dir = configure(args, default_model)
     trainer = Trainer(cfg, resume=state, run_dir=run_dir, parallel=parallel)
-    on = f"{parallel.world_size} processes" + (f" ({trainer.device})" if trainer.device != "cpu" else "") \
-        if parallel.enabled else trainer.device
+    on = f"{parallel.world_size} processes, each on {_where(trainer.device)}" if parallel.enabled \
+        else _where(trainer.device)
     print(f"training {cfg.model} ({cfg.norm} norm, width {cfg.width}) on {cfg.dataset} "
           f"({len(trainer.train_set)} train / {len(trainer.val_set)} val images, {cfg.image_size}px, "
           f"{trainer.num_classes} classes) on {on}; run folder {trainer.run_dir}")
@@ -145,6 +146,13 @@ def run(args, default_model):
     if trainer.history:
         summarize(trainer)
     return 0
+
+
+def _where(device):
+    if device != "cpu":
+        return device
+    threads = gradflow.get_num_threads()
+    return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
 
 
 def summarize(trainer):

@@ -30,7 +30,7 @@ def test_help_lists_commands_and_options(tmp_path):
     assert train.returncode == 0
     for option in ("--dataset", "--data-dir", "--image-size", "--epochs", "--batch-size", "--optimizer", "--lr",
                    "--scheduler", "--norm", "--model", "--device", "--seed", "--resume", "--out", "--name",
-                   "--clip-grad", "--skip-bad", "--ckpt-every", "--train-size", "--val-size"):
+                   "--clip-grad", "--skip-bad", "--ckpt-every", "--train-size", "--val-size", "--threads"):
         assert option in train.stdout, option
     assert "adamw" in train.stdout and "plateau" in train.stdout and "unet" in train.stdout
 
@@ -144,3 +144,17 @@ def test_argparse_rejects_nonsense(tmp_path):
     assert result.returncode == 2 and "must be a positive number" in result.stderr
     result = run_cli(["train", "--optimizer", "lbfgs"], cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_threads_option_sets_the_cpu_threads(tmp_path):
+    result = run_cli([*TINY, "--epochs", "1", "--no-plots", "--threads", "1", "--out", "runs"], cwd=tmp_path,
+                     env_extra={"NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"})
+    assert result.returncode == 0, result.stderr
+    assert "on cpu (1 thread)" in result.stdout
+
+
+def test_threads_option_rejects_bad_counts(tmp_path):
+    result = run_cli(["train", "--threads", "0"], cwd=tmp_path)
+    assert result.returncode == 2 and "must be a positive integer" in result.stderr
+    result = run_cli([*TINY, "--epochs", "1", "--threads", "3"], cwd=tmp_path, env_extra={"NUMBA_NUM_THREADS": "2"})
+    assert result.returncode == 1 and "Numba's thread pool has 2" in result.stderr

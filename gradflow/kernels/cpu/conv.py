@@ -22,12 +22,19 @@ development machine (single thread, forward+backward of the bench/ conv workload
     time so the column buffer stays cache-sized.
 Scratch buffers (padded planes, phases, columns) are reused between calls, keyed by
 geometry: filling a fresh 38 MB array took 2.8 ms here, a reused one 1.0 ms.
+
+Every Numba kernel here runs in parallel over blocks fixed by the shapes alone (images,
+rows, channels); weight gradients sum per-image partial results in image order, so the
+bits are the same at any thread count (gradflow.threads). The matmuls of the 1x1 and
+im2col paths run in BLAS on one thread (gradflow.threads says why), between the kernels.
 """
 import threading
 
 import numpy as np
 
-from gradflow.kernels.conv_common import add_bias, pointwise
+from gradflow.kernels.conv_common import (add_bias, is_pointwise, output_size, pointwise_conv2d,
+                                           pointwise_conv_transpose2d, pointwise_weight_grad)
+from gradflow.threads import parallel
 from gradflow.kernels.cpu import conv_direct, conv_stride2, im2col as columns
 
 COLUMN_BYTES = 2 << 20       # im2col buffer per chunk of images (about the L2 size)
@@ -35,10 +42,7 @@ IMAGES_SLOT = 8192           # 3x3 weight gradient: images side by side up to th
 _local = threading.local()
 
 
-def output_size(size, kernel, stride, pads, dilation):
-    return (size + pads[0] + pads[1] - dilation * (kernel - 1) - 1) // stride + 1
-
-
+@parallel
 def conv2d(x, weight, bias, stride, padding, dilation, groups):
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     n, _, height, width = x.shape
@@ -48,9 +52,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
     (top, bottom), (left, right) = padding
     path = _path(weight.shape[2:], stride, padding, dilation, (out_h, out_w))
     if path == "pointwise":
-        xs = x[:, :, :out_h * stride[0]:stride[0], :out_w * stride[1]:stride[1]]
-        out = pointwise(xs, weight, groups, transpose=False).reshape(n, out_channels, out_h, out_w)
-        return add_bias(out, bias)
+        return pointwise_conv2d(x, weight, bias, stride, groups, (out_h, out_w))
     out = np.empty((n, out_channels, out_h, out_w), dtype=x.dtype)
     if path == "direct":
         planes = _padded_planes("x", x, top, left, height + top + bottom, width + left + right)
@@ -78,6 +80,7 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
     return add_bias(out, bias)
 
 
+@parallel
 def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw):
     x, weight = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     n, _, in_h, in_w = x.shape                       # conv2d's output side
@@ -87,12 +90,7 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
     (top, bottom), (left, right) = padding
     path = _path(weight.shape[2:], stride, padding, dilation, (in_h, in_w))
     if path == "pointwise":
-        cols = pointwise(x, weight, groups, transpose=True).reshape(n, channels, in_h, in_w)
-        if stride == (1, 1) and (height, width) == (in_h, in_w):
-            return add_bias(cols, bias)
-        out = np.zeros((n, channels, height, width), dtype=x.dtype)
-        out[:, :, :in_h * stride[0]:stride[0], :in_w * stride[1]:stride[1]] = cols
-        return add_bias(out, bias)
+        return pointwise_conv_transpose2d(x, weight, bias, stride, groups, out_hw)
     out = np.empty((n, channels, height, width), dtype=x.dtype)
     if path == "direct":
         # input gradient of a stride-1 conv: the same conv over the gradient padded by
@@ -129,6 +127,7 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
     return add_bias(out, bias)
 
 
+@parallel
 def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups):
     x, grad_out = np.ascontiguousarray(x), np.ascontiguousarray(grad_out)
     n, in_channels, height, width = x.shape
@@ -139,10 +138,7 @@ def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups
     (top, bottom), (left, right) = padding
     path = _path(kernel_hw, stride, padding, dilation, (out_h, out_w))
     if path == "pointwise":
-        xs = x[:, :, :out_h * stride[0]:stride[0], :out_w * stride[1]:stride[1]]
-        xs = np.ascontiguousarray(xs).reshape(n, groups, per_group_in, -1)
-        g = grad_out.reshape(n, groups, out_channels // groups, -1)
-        return np.matmul(g, xs.transpose(0, 1, 3, 2)).sum(axis=0).reshape(shape)
+        return pointwise_weight_grad(x, grad_out, stride, groups)
     if path == "direct":
         padded_h, padded_w = height + top + bottom, width + left + right
         slot = padded_h * padded_w + 2
@@ -185,7 +181,7 @@ PHASE_KERNELS = ((4, 4),)     # stride-2 kernels run as 2x2 convs over the 4 inp
 def _path(kernel_hw, stride, padding, dilation, out_hw):
     """Which implementation serves this geometry (the same for all three functions)."""
     kernel_hw = tuple(kernel_hw)
-    if kernel_hw == (1, 1) and padding == ((0, 0), (0, 0)):
+    if is_pointwise(kernel_hw, padding):
         return "pointwise"
     if dilation != (1, 1):
         return "columns"

@@ -35,14 +35,14 @@ on the output gradient padded by (K - 1 - padding), with the weights flipped and
 two channel axes swapped; gradflow.kernels.cpu.conv prepares both.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 FASTMATH = {"contract", "reassoc", "nsz"}
 CHUNK = 2048     # accumulator length per output channel: 4 x 2048 float32 = 32 KB stays in L1; 1024 was 3-12% slower
 SLAB = 512       # _taps4x4 accumulator per (channel, row of the band): 16 x 512 float32 = 32 KB; 1024 was 30% slower
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def pad_planes(x, planes, top, left, width):
     """planes[n // k, c, (n % k) * slot + (y + top) * width + left + x] = x[n, c, y, x], with
     k = N / len(planes) images side by side per plane and slot = planes.shape[2] / k
@@ -55,14 +55,14 @@ def pad_planes(x, planes, top, left, width):
         return
     images = n_images // planes.shape[0]
     slot = planes.shape[2] // images
-    for n in range(n_images):
-        for c in range(channels):
-            plane = planes[n // images, c, (n % images) * slot:]
-            for y in range(height):
-                row = plane[(y + top) * width + left:]
-                source = x[n, c, y]
-                for k in range(in_width):
-                    row[k] = source[k]
+    for block in prange(n_images * channels):
+        n, c = block // channels, block % channels
+        plane = planes[n // images, c, (n % images) * slot:]
+        for y in range(height):
+            row = plane[(y + top) * width + left:]
+            source = x[n, c, y]
+            for k in range(in_width):
+                row[k] = source[k]
 
 
 @njit(cache=True)
@@ -72,6 +72,25 @@ def _aligned_empty(length, dtype):
     raw = np.empty(length + 64, dtype=dtype)
     skip = (-raw.ctypes.data) % 64 // raw.itemsize
     return raw[skip:skip + length]
+
+
+@njit(cache=True)
+def even_chunks(total, most):
+    """(count, size): the fewest chunks of at most `most` items that cover `total`, all
+    about the same size. The threads share blocks, not work: equal blocks keep them
+    busy alike (64 rows in chunks of at most 31: 22, 22, 20 rather than 31, 31, 2)."""
+    count = max(1, (total + most - 1) // most)
+    size = max(1, (total + count - 1) // count)
+    return (total + size - 1) // size, size
+
+
+@njit(cache=True)
+def _band_chunks(bands, most):
+    """(images, bands) per chunk of _conv_bands: whole images while they fit in `most`
+    bands, else even chunks of one image's bands."""
+    if bands <= most:
+        return max(1, most // max(1, bands)), bands
+    return 1, even_chunks(bands, most)[1]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -142,80 +161,95 @@ def conv(planes, weight, bias, groups, width, out):
             _conv_bands(planes, weight, bias, groups, width, banded_rows, banded_channels, out)
         else:
             banded_rows = banded_channels = 0
-    _conv_flat(planes, weight, bias, groups, width, 0, banded_rows, banded_channels, out)
-    _conv_flat(planes, weight, bias, groups, width, banded_rows, out_h, 0, out)
+    if banded_rows > 0 and banded_channels < out_per_group:
+        _conv_flat(planes, weight, bias, groups, width, 0, banded_rows, banded_channels, out)
+    if banded_rows < out_h:
+        _conv_flat(planes, weight, bias, groups, width, banded_rows, out_h, 0, out)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
 def _conv_bands(planes, weight, bias, groups, width, rows, channels, out):
     """conv for output rows [0, rows) and the first `channels` channels of each group
     (both multiples of 4), a band of 4 rows x 4 channels at a time (3x3 only). A chunk
     is up to SLAB // out_w bands: a few rows of one image, or several small images
-    (16x16 at batch 8: one call per 8 images instead of per image, 20% faster)."""
+    (16x16 at batch 8: one call per 8 images instead of per image, 20% faster).
+
+    Parallel over blocks (chunk of images, chunk of bands, group, 4 channels), the
+    channel blocks of one chunk adjacent so that a thread's blocks share their input
+    planes in L2. Every block writes its own outputs, each summed in the same order
+    whatever thread runs it."""
     n_images, out_w = out.shape[0], out.shape[3]
     in_per_group = weight.shape[1]
     out_per_group = out.shape[1] // groups
-    bands_per_chunk = SLAB // out_w
-    images_per_chunk = max(1, bands_per_chunk // (rows // 4))
-    acc = _aligned_empty(16 * SLAB, planes.dtype)
-    for n0 in range(0, n_images, images_per_chunk):
+    images_per_chunk, bands_per_chunk = _band_chunks(rows // 4, SLAB // out_w)
+    rows_per_chunk = 4 * bands_per_chunk
+    image_chunks = (n_images + images_per_chunk - 1) // images_per_chunk
+    row_chunks = (rows + rows_per_chunk - 1) // rows_per_chunk
+    channel_blocks = channels // 4
+    for block in prange(image_chunks * row_chunks * groups * channel_blocks):
+        o_block = block % channel_blocks
+        g = block // channel_blocks % groups
+        y0 = block // (channel_blocks * groups) % row_chunks * rows_per_chunk
+        n0 = block // (channel_blocks * groups * row_chunks) * images_per_chunk
+        o = g * out_per_group + 4 * o_block
         images = min(images_per_chunk, n_images - n0)
-        for y0 in range(0, rows, 4 * bands_per_chunk):    # a few bands: their planes stay in L2 for all channels
-            bands = min(bands_per_chunk, (rows - y0) // 4)
-            length = images * bands * out_w
-            for g in range(groups):
-                first = g * out_per_group
-                for o in range(first, first + channels, 4):
-                    for slab in range(16):
-                        acc[slab * SLAB:slab * SLAB + length] = bias[o + slab // 4]
-                    for c in range(in_per_group):
-                        _taps4x4(planes, g * in_per_group + c, weight, o, c, n0, images, y0 * width, width, out_w,
-                                 bands, acc)
-                    for image in range(images):
-                        for k in range(4):
-                            for band in range(bands):
-                                for r in range(4):
-                                    begin = (4 * k + r) * SLAB + (image * bands + band) * out_w
-                                    out[n0 + image, o + k, y0 + 4 * band + r, :] = acc[begin:begin + out_w]
+        bands = min(bands_per_chunk, (rows - y0) // 4)
+        length = images * bands * out_w
+        acc = _aligned_empty(16 * SLAB, planes.dtype)
+        for slab in range(16):
+            acc[slab * SLAB:slab * SLAB + length] = bias[o + slab // 4]
+        for c in range(in_per_group):
+            _taps4x4(planes, g * in_per_group + c, weight, o, c, n0, images, y0 * width, width, out_w,
+                     bands, acc)
+        for image in range(images):
+            for k in range(4):
+                for band in range(bands):
+                    for r in range(4):
+                        begin = (4 * k + r) * SLAB + (image * bands + band) * out_w
+                        out[n0 + image, o + k, y0 + 4 * band + r, :] = acc[begin:begin + out_w]
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
 def _conv_flat(planes, weight, bias, groups, width, row_begin, row_end, channel_begin, out):
     """conv for output rows [row_begin, row_end) and channels from channel_begin on in each
-    group, through the flattened kernels: any width, any channel count."""
+    group, through the flattened kernels: any width, any channel count. Parallel over
+    blocks (image, chunk of rows, group, up to 4 channels), as _conv_bands."""
     n_images, out_channels, out_h, out_w = out.shape
     in_per_group = weight.shape[1]
     three = weight.shape[2] == 3
     out_per_group = out_channels // groups
-    rows_per_chunk = CHUNK // width
-    acc = _aligned_empty(4 * CHUNK, planes.dtype)
-    for n in range(n_images):
-        for y0 in range(row_begin, row_end, rows_per_chunk):   # a few rows: their planes stay in L2
-            rows = min(rows_per_chunk, row_end - y0)
-            length = rows * width
-            start = y0 * width
-            for g in range(groups):
-                group_end = (g + 1) * out_per_group
-                for o in range(g * out_per_group + channel_begin, group_end, 4):
-                    count = min(4, group_end - o)
-                    for k in range(count):
-                        acc[k * CHUNK:k * CHUNK + length] = bias[o + k]
-                    for c in range(in_per_group):
-                        plane = planes[n, g * in_per_group + c]
-                        if count == 4 and three:
-                            _taps4(plane, weight, o, c, start, width, length, acc)
-                        elif count == 4:
-                            _taps4_2x2(plane, weight, o, c, start, width, length, acc)
-                        else:
-                            for k in range(count):
-                                if three:
-                                    _taps1(plane, weight, o + k, c, start, width, length, acc[k * CHUNK:])
-                                else:
-                                    _taps1_2x2(plane, weight, o + k, c, start, width, length, acc[k * CHUNK:])
-                    for k in range(count):
-                        for r in range(rows):
-                            begin = k * CHUNK + r * width
-                            out[n, o + k, y0 + r, :] = acc[begin:begin + out_w]
+    row_chunks, rows_per_chunk = even_chunks(row_end - row_begin, CHUNK // width)
+    channel_blocks = (out_per_group - channel_begin + 3) // 4
+    for block in prange(n_images * row_chunks * groups * channel_blocks):
+        o_block = block % channel_blocks
+        g = block // channel_blocks % groups
+        y0 = row_begin + block // (channel_blocks * groups) % row_chunks * rows_per_chunk
+        n = block // (channel_blocks * groups * row_chunks)
+        rows = min(rows_per_chunk, row_end - y0)
+        length = rows * width
+        start = y0 * width
+        group_end = (g + 1) * out_per_group
+        o = g * out_per_group + channel_begin + 4 * o_block
+        count = min(4, group_end - o)
+        acc = _aligned_empty(4 * CHUNK, planes.dtype)
+        for k in range(count):
+            acc[k * CHUNK:k * CHUNK + length] = bias[o + k]
+        for c in range(in_per_group):
+            plane = planes[n, g * in_per_group + c]
+            if count == 4 and three:
+                _taps4(plane, weight, o, c, start, width, length, acc)
+            elif count == 4:
+                _taps4_2x2(plane, weight, o, c, start, width, length, acc)
+            else:
+                for k in range(count):
+                    if three:
+                        _taps1(plane, weight, o + k, c, start, width, length, acc[k * CHUNK:])
+                    else:
+                        _taps1_2x2(plane, weight, o + k, c, start, width, length, acc[k * CHUNK:])
+        for k in range(count):
+            for r in range(rows):
+                begin = k * CHUNK + r * width
+                out[n, o + k, y0 + r, :] = acc[begin:begin + out_w]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -404,41 +438,64 @@ def _weight_taps1_2x2(ga, plane, width, length, grad_weight, o, c):
     grad_weight[o, c, 1, 1] += a3
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
 def weight_grad(planes, grads, offset, groups, width, length, grad_weight):
     """grad_weight[o, c, i, j] = sum_n sum_q grads[n, o, offset + q] * planes[n, c', q + i * width + j],
     q < length, c' the input channel c of o's group; 3x3 or 2x2 kernels.
 
     grads holds the output gradient with row pitch `width` and zeros wherever q is not an
     output pixel (the columns past the output width; with several images side by side
-    per plane, the rows between them), so the flattened sum skips those; planes as for conv."""
+    per plane, the rows between them), so the flattened sum skips those; planes as for conv.
+
+    Parallel over blocks (plane, group, 2 (3x3) or 4 (2x2) output channels), each
+    summing into its own slice of per-plane partial gradients, which are then added
+    plane after plane: the same sums in the same order at any thread count."""
     out_channels, in_per_group = grad_weight.shape[0], grad_weight.shape[1]
     three = grad_weight.shape[2] == 3
+    unit = 2 if three else 4      # 3x3: 2 channels (18 accumulators fill the registers); 2x2: 4
     out_per_group = out_channels // groups
-    grad_weight[:] = 0
-    for n in range(planes.shape[0]):          # image outermost: its planes and gradients stay in L2
-        for g in range(groups):
-            group_end = (g + 1) * out_per_group
-            o = g * out_per_group
-            while o < group_end:
-                if three and o + 1 < group_end:       # 3x3: 2 channels (18 accumulators fill the registers)
-                    for c in range(in_per_group):
-                        _weight_taps2(grads[n, o, offset:], grads[n, o + 1, offset:],
-                                      planes[n, g * in_per_group + c], width, length, grad_weight, o, c)
-                    o += 2
-                elif not three and o + 3 < group_end:  # 2x2: 4 channels
-                    for c in range(in_per_group):
-                        _weight_taps4_2x2(grads[n], o, offset, planes[n, g * in_per_group + c], width, length,
-                                          grad_weight, c)
-                    o += 4
+    n_planes = planes.shape[0]
+    units = (out_per_group + unit - 1) // unit
+    partial = np.zeros((n_planes,) + grad_weight.shape, dtype=grad_weight.dtype)
+    for block in prange(n_planes * groups * units):     # plane outermost: a thread's planes stay in L2
+        n = block // (groups * units)
+        g = block // units % groups
+        first = g * out_per_group + block % units * unit
+        end = min(first + unit, (g + 1) * out_per_group)
+        o = first
+        if end - first == unit:
+            for c in range(in_per_group):
+                plane = planes[n, g * in_per_group + c]
+                if three:
+                    _weight_taps2(grads[n, o, offset:], grads[n, o + 1, offset:], plane, width, length,
+                                  partial[n], o, c)
                 else:
-                    for c in range(in_per_group):
-                        plane = planes[n, g * in_per_group + c]
-                        if three:
-                            _weight_taps1(grads[n, o, offset:], plane, width, length, grad_weight, o, c)
-                        else:
-                            _weight_taps1_2x2(grads[n, o, offset:], plane, width, length, grad_weight, o, c)
-                    o += 1
+                    _weight_taps4_2x2(grads[n], o, offset, plane, width, length, partial[n], c)
+            o = end
+        while o < end:
+            for c in range(in_per_group):
+                plane = planes[n, g * in_per_group + c]
+                if three:
+                    _weight_taps1(grads[n, o, offset:], plane, width, length, partial[n], o, c)
+                else:
+                    _weight_taps1_2x2(grads[n, o, offset:], plane, width, length, partial[n], o, c)
+            o += 1
+    sum_planes(partial, grad_weight)
+
+
+@njit(cache=True, parallel=True)
+def sum_planes(partial, total):
+    """total = partial[0] + partial[1] + ..., added in that order (parallel over elements)."""
+    flat_total = total.reshape(total.size)
+    if partial.shape[0] == 0:       # an empty batch
+        flat_total[:] = 0
+        return
+    flat_partial = partial.reshape(partial.shape[0], total.size)
+    for e in prange(total.size):
+        value = flat_partial[0, e]
+        for p in range(1, flat_partial.shape[0]):
+            value += flat_partial[p, e]
+        flat_total[e] = value
 
 
 # ---- stride 2 as stride 1: space-to-depth --------------------------------------------------
@@ -447,42 +504,42 @@ def weight_grad(planes, grads, offset, groups, width, length, grad_weight):
 # channels c * 4 + a * 2 + b, with weight[o, c, 2u + a, 2v + b] as the 2x2 phase weights.
 # Its input gradient is the matching full 2x2 correlation, put back by depth_to_space.
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def space_to_depth(x, planes, top, left, rows, width):
     """planes[n, c * 4 + a * 2 + b, m * width + j] = xpad[n, c, 2m + a, 2j + b] for m < rows,
     j < width, with xpad = x zero-padded by top rows and left columns. Like pad_planes,
     only the positions inside x are written: the rest of the reused buffer stays zero."""
     n_images, channels, height, in_width = x.shape
-    for n in range(n_images):
-        for c in range(channels):
-            for a in range(2):
-                m_lo = max(0, (top - a + 1) // 2)                 # 2m + a - top >= 0
-                m_hi = min(rows, (height - 1 + top - a) // 2 + 1)
-                for b in range(2):
-                    plane = planes[n, c * 4 + a * 2 + b]
-                    j_lo = max(0, (left - b + 1) // 2)
-                    j_hi = min(width, (in_width - 1 + left - b) // 2 + 1)
-                    for m in range(m_lo, m_hi):
-                        source = x[n, c, 2 * m + a - top]
-                        row = plane[m * width:]
-                        for j in range(j_lo, j_hi):
-                            row[j] = source[2 * j + b - left]
+    for block in prange(n_images * channels):
+        n, c = block // channels, block % channels
+        for a in range(2):
+            m_lo = max(0, (top - a + 1) // 2)                 # 2m + a - top >= 0
+            m_hi = min(rows, (height - 1 + top - a) // 2 + 1)
+            for b in range(2):
+                plane = planes[n, c * 4 + a * 2 + b]
+                j_lo = max(0, (left - b + 1) // 2)
+                j_hi = min(width, (in_width - 1 + left - b) // 2 + 1)
+                for m in range(m_lo, m_hi):
+                    source = x[n, c, 2 * m + a - top]
+                    row = plane[m * width:]
+                    for j in range(j_lo, j_hi):
+                        row[j] = source[2 * j + b - left]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def depth_to_space(phases, top, left, out):
     """out[n, c, y, x] = phases[n, c * 4 + a * 2 + b, m, j] where y + top = 2m + a and
     x + left = 2j + b; zero where (m, j) falls outside the phase planes."""
     n_images, channels, height, width = out.shape
     rows, columns = phases.shape[2], phases.shape[3]
-    for n in range(n_images):
-        for c in range(channels):
-            for y in range(height):
-                m, a = (y + top) // 2, (y + top) % 2
-                target = out[n, c, y]
-                if m >= rows:
-                    target[:] = 0
-                    continue
-                for x in range(width):
-                    j, b = (x + left) // 2, (x + left) % 2
-                    target[x] = phases[n, c * 4 + a * 2 + b, m, j] if j < columns else 0
+    for block in prange(n_images * channels):
+        n, c = block // channels, block % channels
+        for y in range(height):
+            m, a = (y + top) // 2, (y + top) % 2
+            target = out[n, c, y]
+            if m >= rows:
+                target[:] = 0
+                continue
+            for x in range(width):
+                j, b = (x + left) // 2, (x + left) % 2
+                target[x] = phases[n, c * 4 + a * 2 + b, m, j] if j < columns else 0

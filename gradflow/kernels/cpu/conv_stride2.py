@@ -7,9 +7,10 @@ flattened-plane kernels as conv_direct apply (see there for why they are fast), 
 9 taps spread over 4 planes and every tap doing real work. Running the phases through the
 2x2 kernel instead multiplies 7 of 16 taps by zero: measured 20% slower than im2col.
 """
-from numba import njit
+import numpy as np
+from numba import njit, prange
 
-from gradflow.kernels.cpu.conv_direct import CHUNK, FASTMATH, _aligned_empty
+from gradflow.kernels.cpu.conv_direct import CHUNK, FASTMATH, _aligned_empty, even_chunks, sum_planes
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -65,39 +66,43 @@ def _taps1(phases, weight, o, c, start, width, length, acc):
                    + a6 * e1[q] + a7 * f1[q] + a8 * e1[q + 1])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
 def conv(phases, weight, bias, groups, width, out):
     """out[n, o, y, x] = bias[o] + sum_{c, i, j} weight[o, c, i, j] * xpad[n, c', 2y + i, 2x + j].
 
     phases (N, C, 4, L): space_to_depth of the padded input with row pitch `width` =
-    OW + 1 and at least OH + 1 rows (plus 1 element); weight (O, C / groups, 3, 3)."""
+    OW + 1 and at least OH + 1 rows (plus 1 element); weight (O, C / groups, 3, 3).
+    Parallel over blocks (image, chunk of rows, group, up to 4 channels), each writing
+    its own outputs."""
     n_images, out_channels, out_h, out_w = out.shape
     in_per_group = weight.shape[1]
     out_per_group = out_channels // groups
-    rows_per_chunk = CHUNK // width
-    acc = _aligned_empty(4 * CHUNK, phases.dtype)
-    for n in range(n_images):
-        for y0 in range(0, out_h, rows_per_chunk):
-            rows = min(rows_per_chunk, out_h - y0)
-            length = rows * width
-            start = y0 * width
-            for g in range(groups):
-                group_end = (g + 1) * out_per_group
-                for o in range(g * out_per_group, group_end, 4):
-                    count = min(4, group_end - o)
-                    for k in range(count):
-                        acc[k * CHUNK:k * CHUNK + length] = bias[o + k]
-                    for c in range(in_per_group):
-                        planes = phases[n, g * in_per_group + c]
-                        if count == 4:
-                            _taps4(planes, weight, o, c, start, width, length, acc)
-                        else:
-                            for k in range(count):
-                                _taps1(planes, weight, o + k, c, start, width, length, acc[k * CHUNK:])
-                    for k in range(count):
-                        for r in range(rows):
-                            begin = k * CHUNK + r * width
-                            out[n, o + k, y0 + r, :] = acc[begin:begin + out_w]
+    row_chunks, rows_per_chunk = even_chunks(out_h, CHUNK // width)
+    channel_blocks = (out_per_group + 3) // 4
+    for block in prange(n_images * row_chunks * groups * channel_blocks):
+        o_block = block % channel_blocks
+        g = block // channel_blocks % groups
+        y0 = block // (channel_blocks * groups) % row_chunks * rows_per_chunk
+        n = block // (channel_blocks * groups * row_chunks)
+        rows = min(rows_per_chunk, out_h - y0)
+        length = rows * width
+        start = y0 * width
+        o = g * out_per_group + 4 * o_block
+        count = min(4, (g + 1) * out_per_group - o)
+        acc = _aligned_empty(4 * CHUNK, phases.dtype)
+        for k in range(count):
+            acc[k * CHUNK:k * CHUNK + length] = bias[o + k]
+        for c in range(in_per_group):
+            planes = phases[n, g * in_per_group + c]
+            if count == 4:
+                _taps4(planes, weight, o, c, start, width, length, acc)
+            else:
+                for k in range(count):
+                    _taps1(planes, weight, o + k, c, start, width, length, acc[k * CHUNK:])
+        for k in range(count):
+            for r in range(rows):
+                begin = k * CHUNK + r * width
+                out[n, o + k, y0 + r, :] = acc[begin:begin + out_w]
 
 
 # ---- input gradient: the adjoint, a gather into the 4 phases of the padded input
@@ -190,40 +195,44 @@ def _adjoint_taps1(rows, weight, o, c, start, width, length, acc):
         acc[q + 3 * P] += a4 * u
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
 def phase_grad(grads, weight, groups, width, out):
     """out[n, c, ab, m, x]: the gradient of the phase planes of conv's input, from the output
     gradient zero-padded by 1 on every side (grads (N, O, L), row pitch `width` = OW + 2).
-    out (N, C, 4, OH + 1, OW + 1); depth_to_space turns it into the input gradient."""
+    out (N, C, 4, OH + 1, OW + 1); depth_to_space turns it into the input gradient.
+    Parallel over blocks (image, chunk of rows, group, 2 input channels), each summing
+    over the output channels in order into its own outputs."""
     n_images, channels, _, out_h, out_w = out.shape
     out_channels, in_per_group = weight.shape[0], weight.shape[1]
     out_per_group = out_channels // groups
-    rows_per_chunk = PHASE_CHUNK // width
-    acc = _aligned_empty(8 * PHASE_CHUNK, grads.dtype)
-    for n in range(n_images):
-        for y0 in range(0, out_h, rows_per_chunk):
-            rows = min(rows_per_chunk, out_h - y0)
-            length = rows * width
-            start = y0 * width
-            for g in range(groups):
-                for c in range(0, in_per_group, 2):
-                    count = min(2, in_per_group - c)
-                    acc[:] = 0
-                    group_end = (g + 1) * out_per_group
-                    for o in range(g * out_per_group, group_end, 2):
-                        if count == 2 and o + 1 < group_end:
-                            _adjoint_taps2x2(grads[n, o], grads[n, o + 1], weight, o, c, start, width, length, acc)
-                            continue
-                        for oo in range(o, min(o + 2, group_end)):
-                            if count == 2:
-                                _adjoint_taps2(grads[n, oo], weight, oo, c, start, width, length, acc)
-                            else:
-                                _adjoint_taps1(grads[n, oo], weight, oo, c, start, width, length, acc)
-                    for k in range(count):
-                        for phase in range(4):
-                            for r in range(rows):
-                                begin = (k * 4 + phase) * PHASE_CHUNK + r * width
-                                out[n, g * in_per_group + c + k, phase, y0 + r, :] = acc[begin:begin + out_w]
+    row_chunks, rows_per_chunk = even_chunks(out_h, PHASE_CHUNK // width)
+    channel_blocks = (in_per_group + 1) // 2
+    for block in prange(n_images * row_chunks * groups * channel_blocks):
+        c = 2 * (block % channel_blocks)
+        g = block // channel_blocks % groups
+        y0 = block // (channel_blocks * groups) % row_chunks * rows_per_chunk
+        n = block // (channel_blocks * groups * row_chunks)
+        rows = min(rows_per_chunk, out_h - y0)
+        length = rows * width
+        start = y0 * width
+        count = min(2, in_per_group - c)
+        acc = _aligned_empty(8 * PHASE_CHUNK, grads.dtype)
+        acc[:] = 0
+        group_end = (g + 1) * out_per_group
+        for o in range(g * out_per_group, group_end, 2):
+            if count == 2 and o + 1 < group_end:
+                _adjoint_taps2x2(grads[n, o], grads[n, o + 1], weight, o, c, start, width, length, acc)
+                continue
+            for oo in range(o, min(o + 2, group_end)):
+                if count == 2:
+                    _adjoint_taps2(grads[n, oo], weight, oo, c, start, width, length, acc)
+                else:
+                    _adjoint_taps1(grads[n, oo], weight, oo, c, start, width, length, acc)
+        for k in range(count):
+            for phase in range(4):
+                for r in range(rows):
+                    begin = (k * 4 + phase) * PHASE_CHUNK + r * width
+                    out[n, g * in_per_group + c + k, phase, y0 + r, :] = acc[begin:begin + out_w]
 
 
 # ---- weight gradient --------------------------------------------------------------------
@@ -280,22 +289,26 @@ def _weight_taps1(ga, phases, width, length, grad_weight, o, c):
     gw[o, c, 2, 0] += a6; gw[o, c, 2, 1] += a7; gw[o, c, 2, 2] += a8              # noqa: E702
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
 def weight_grad(phases, grads, groups, width, out_h, grad_weight):
     """grad_weight[o, c, i, j] = sum_n sum_q grads[n, o, q] * (tap (i, j) of position q in
     phases[n, c']), q < out_h * width; grads with row pitch `width` = OW + 1 and zeros in
-    the last column of each row."""
+    the last column of each row. Parallel over blocks (image, group, 2 output channels)
+    into per-image partial gradients, added image after image (conv_direct.weight_grad)."""
     out_channels, in_per_group = grad_weight.shape[0], grad_weight.shape[1]
     out_per_group = out_channels // groups
     length = out_h * width
-    grad_weight[:] = 0
-    for n in range(phases.shape[0]):
-        for g in range(groups):
-            group_end = (g + 1) * out_per_group
-            for o in range(g * out_per_group, group_end, 2):
-                for c in range(in_per_group):
-                    planes = phases[n, g * in_per_group + c]
-                    if o + 1 < group_end:
-                        _weight_taps2(grads[n, o], grads[n, o + 1], planes, width, length, grad_weight, o, c)
-                    else:
-                        _weight_taps1(grads[n, o], planes, width, length, grad_weight, o, c)
+    n_images = phases.shape[0]
+    units = (out_per_group + 1) // 2
+    partial = np.zeros((n_images,) + grad_weight.shape, dtype=grad_weight.dtype)
+    for block in prange(n_images * groups * units):
+        n = block // (groups * units)
+        g = block // units % groups
+        o = g * out_per_group + 2 * (block % units)
+        for c in range(in_per_group):
+            planes = phases[n, g * in_per_group + c]
+            if o + 1 < (g + 1) * out_per_group:
+                _weight_taps2(grads[n, o], grads[n, o + 1], planes, width, length, partial[n], o, c)
+            else:
+                _weight_taps1(grads[n, o], planes, width, length, partial[n], o, c)
+    sum_planes(partial, grad_weight)

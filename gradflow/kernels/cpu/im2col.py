@@ -14,7 +14,7 @@ summing the column entries that land on it, taps in increasing (i, j) order. No 
 is written by two different loop iterations, so the result is deterministic, and the
 CUDA kernel of the same name (one thread per pixel, same tap order) matches it.
 """
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True)
@@ -27,48 +27,48 @@ def valid_outputs(offset, stride, size, out_size):
     return lo, hi
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def im2col(x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
            out_h, out_w, cols):
     n_images, channels, height, width = x.shape
-    for n in range(n_images):
-        for c in range(channels):
-            for i in range(kernel_h):
-                y_offset = i * dilation_h - pad_top
-                oy_lo, oy_hi = valid_outputs(y_offset, stride_h, height, out_h)
-                for j in range(kernel_w):
-                    x_offset = j * dilation_w - pad_left
-                    ox_lo, ox_hi = valid_outputs(x_offset, stride_w, width, out_w)
-                    row = cols[n, (c * kernel_h + i) * kernel_w + j]
-                    row[:oy_lo * out_w] = 0                 # rows above the image
-                    row[oy_hi * out_w:] = 0                 # rows below it
-                    for oy in range(oy_lo, oy_hi):
-                        segment = row[oy * out_w:(oy + 1) * out_w]
-                        source = x[n, c, oy * stride_h + y_offset]
-                        segment[:ox_lo] = 0
-                        segment[ox_hi:] = 0
-                        for ox in range(ox_lo, ox_hi):
-                            segment[ox] = source[ox * stride_w + x_offset]
+    for block in prange(n_images * channels):      # parallel over (image, channel): disjoint rows of cols
+        n, c = block // channels, block % channels
+        for i in range(kernel_h):
+            y_offset = i * dilation_h - pad_top
+            oy_lo, oy_hi = valid_outputs(y_offset, stride_h, height, out_h)
+            for j in range(kernel_w):
+                x_offset = j * dilation_w - pad_left
+                ox_lo, ox_hi = valid_outputs(x_offset, stride_w, width, out_w)
+                row = cols[n, (c * kernel_h + i) * kernel_w + j]
+                row[:oy_lo * out_w] = 0                 # rows above the image
+                row[oy_hi * out_w:] = 0                 # rows below it
+                for oy in range(oy_lo, oy_hi):
+                    segment = row[oy * out_w:(oy + 1) * out_w]
+                    source = x[n, c, oy * stride_h + y_offset]
+                    segment[:ox_lo] = 0
+                    segment[ox_hi:] = 0
+                    for ox in range(ox_lo, ox_hi):
+                        segment[ox] = source[ox * stride_w + x_offset]
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def col2im(cols, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
            out_h, out_w, x):
     """x[n, c, y, :] = sum over taps (i, j) of the cols entries im2col would have read from it."""
     n_images, channels, height, width = x.shape
-    for n in range(n_images):
-        for c in range(channels):
-            for y in range(height):
-                target = x[n, c, y]
-                target[:] = 0
-                for i in range(kernel_h):
-                    from_top = y + pad_top - i * dilation_h    # = oy * stride_h for the output row oy
-                    if from_top < 0 or from_top % stride_h != 0 or from_top // stride_h >= out_h:
-                        continue
-                    oy = from_top // stride_h
-                    for j in range(kernel_w):
-                        x_offset = j * dilation_w - pad_left
-                        ox_lo, ox_hi = valid_outputs(x_offset, stride_w, width, out_w)
-                        source = cols[n, (c * kernel_h + i) * kernel_w + j, oy * out_w:(oy + 1) * out_w]
-                        for ox in range(ox_lo, ox_hi):
-                            target[ox * stride_w + x_offset] += source[ox]
+    for block in prange(n_images * channels):      # parallel over (image, channel): disjoint planes of x
+        n, c = block // channels, block % channels
+        for y in range(height):
+            target = x[n, c, y]
+            target[:] = 0
+            for i in range(kernel_h):
+                from_top = y + pad_top - i * dilation_h    # = oy * stride_h for the output row oy
+                if from_top < 0 or from_top % stride_h != 0 or from_top // stride_h >= out_h:
+                    continue
+                oy = from_top // stride_h
+                for j in range(kernel_w):
+                    x_offset = j * dilation_w - pad_left
+                    ox_lo, ox_hi = valid_outputs(x_offset, stride_w, width, out_w)
+                    source = cols[n, (c * kernel_h + i) * kernel_w + j, oy * out_w:(oy + 1) * out_w]
+                    for ox in range(ox_lo, ox_hi):
+                        target[ox * stride_w + x_offset] += source[ox]

@@ -9,7 +9,9 @@ direction is one kernel call; the per-element arithmetic runs in the input's
 dtype, at its vector width.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from gradflow.threads import parallel
 
 # fastmath minus the no-NaN/no-inf assumptions: reductions may be reordered and
 # vectorised, but NaN and inf inputs still propagate as in PyTorch.
@@ -31,12 +33,12 @@ def _through_relu(g, output, relu, zero):
 
 # ---- batch norm: statistics per channel over (N, S) -----------------------------------
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
 def _batch_norm_train_forward(x, weight, bias, eps, relu, y, mean, var, invstd):
     zero = x.dtype.type(0)
     n_batch, channels, size = x.shape
     count = n_batch * size
-    for c in range(channels):
+    for c in prange(channels):      # one channel per block: its sums in the same order on any thread
         total = 0.0
         for n in range(n_batch):
             for s in range(size):
@@ -58,10 +60,10 @@ def _batch_norm_train_forward(x, weight, bias, eps, relu, y, mean, var, invstd):
                 y[n, c, s] = _activate((x[n, c, s] - mu_x) * scale + shift, relu, zero)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
 def _batch_norm_eval_forward(x, mean, invstd, weight, bias, relu, y):
     zero = x.dtype.type(0)
-    for c in range(x.shape[1]):
+    for c in prange(x.shape[1]):
         mu_x = x.dtype.type(mean[c])
         scale = x.dtype.type(invstd[c] * weight[c])
         shift = bias[c]
@@ -70,12 +72,12 @@ def _batch_norm_eval_forward(x, mean, invstd, weight, bias, relu, y):
                 y[n, c, s] = _activate((x[n, c, s] - mu_x) * scale + shift, relu, zero)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
 def _batch_norm_backward(grad, x, mean, invstd, weight, training, output, relu, grad_x, grad_weight, grad_bias):
     zero = x.dtype.type(0)
     n_batch, channels, size = x.shape
     count = n_batch * size
-    for c in range(channels):
+    for c in prange(channels):
         mu_x = x.dtype.type(mean[c])
         sum_g = 0.0      # d bias
         sum_gx = 0.0     # sum of g * (x - mean): d weight / invstd
@@ -98,6 +100,7 @@ def _batch_norm_backward(grad, x, mean, invstd, weight, training, output, relu, 
                 grad_x[n, c, s] = g * a_x + (x[n, c, s] - mu_x) * b_x + c0_x
 
 
+@parallel
 def batch_norm_train_forward(x, weight, bias, eps, relu=False):
     """Normalise with the batch's statistics (then ReLU if `relu`):
     (y, mean, biased var, invstd), the stats float64 (C,)."""
@@ -109,6 +112,7 @@ def batch_norm_train_forward(x, weight, bias, eps, relu=False):
     return y, mean, var, invstd
 
 
+@parallel
 def batch_norm_eval_forward(x, mean, invstd, weight, bias, relu=False):
     """Normalise with given (running) statistics, float64 (C,), then ReLU if `relu`."""
     x = np.ascontiguousarray(x)
@@ -117,6 +121,7 @@ def batch_norm_eval_forward(x, mean, invstd, weight, bias, relu=False):
     return y
 
 
+@parallel
 def batch_norm_backward(grad, x, mean, invstd, weight, training, relu_output=None):
     """(grad_x, grad_weight, grad_bias) in one pass per channel. In training the
     statistics depend on x, which adds the two batch terms of grad_x. relu_output:
@@ -132,71 +137,82 @@ def batch_norm_backward(grad, x, mean, invstd, weight, training, relu_output=Non
 
 # ---- group norm: statistics per (n, group) over (C / groups, S) -----------------------
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
 def _group_norm_forward(x, groups, weight, bias, eps, relu, y, mean, invstd):
     zero = x.dtype.type(0)
     n_batch, channels, size = x.shape
     per_group = channels // groups
     count = per_group * size
-    for n in range(n_batch):
-        for g in range(groups):
-            c0 = g * per_group
-            total = 0.0
-            for c in range(c0, c0 + per_group):
-                for s in range(size):
-                    total += x[n, c, s]
-            mu = total / count
-            squares = 0.0
-            for c in range(c0, c0 + per_group):
-                for s in range(size):
-                    d = x[n, c, s] - mu
-                    squares += d * d
-            mean[n, g] = mu
-            invstd[n, g] = 1.0 / np.sqrt(squares / count + eps)
-            mu_x = x.dtype.type(mu)
-            for c in range(c0, c0 + per_group):
-                scale = x.dtype.type(invstd[n, g] * weight[c])
-                shift = bias[c]
-                for s in range(size):
-                    y[n, c, s] = _activate((x[n, c, s] - mu_x) * scale + shift, relu, zero)
+    for block in prange(n_batch * groups):     # one (sample, group) per block
+        n, g = block // groups, block % groups
+        c0 = g * per_group
+        total = 0.0
+        for c in range(c0, c0 + per_group):
+            for s in range(size):
+                total += x[n, c, s]
+        mu = total / count
+        squares = 0.0
+        for c in range(c0, c0 + per_group):
+            for s in range(size):
+                d = x[n, c, s] - mu
+                squares += d * d
+        mean[n, g] = mu
+        invstd[n, g] = 1.0 / np.sqrt(squares / count + eps)
+        mu_x = x.dtype.type(mu)
+        for c in range(c0, c0 + per_group):
+            scale = x.dtype.type(invstd[n, g] * weight[c])
+            shift = bias[c]
+            for s in range(size):
+                y[n, c, s] = _activate((x[n, c, s] - mu_x) * scale + shift, relu, zero)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
 def _group_norm_backward(grad, x, groups, mean, invstd, weight, output, relu, grad_x, grad_weight, grad_bias):
+    """Parallel over (sample, group) blocks; the per-sample sums of the weight and bias
+    gradients are kept apart and added sample after sample at the end."""
     zero = x.dtype.type(0)
     n_batch, channels, size = x.shape
     per_group = channels // groups
     count = per_group * size
-    grad_weight[:] = 0.0
-    grad_bias[:] = 0.0
-    for n in range(n_batch):          # n outermost: weight grads sum over n in a fixed order
-        for g in range(groups):
-            c0 = g * per_group
-            mu_x = x.dtype.type(mean[n, g])
-            rstd = invstd[n, g]
-            sum_wg = 0.0     # sum of w * g over the group
-            sum_wgx = 0.0    # sum of w * g * (x - mean)
-            for c in range(c0, c0 + per_group):
-                sum_g = 0.0
-                sum_gx = 0.0
-                for s in range(size):
-                    gs = _through_relu(grad[n, c, s], output[n, c, s], relu, zero)
-                    sum_g += gs
-                    sum_gx += gs * (x[n, c, s] - mu_x)
-                grad_bias[c] += sum_g
-                grad_weight[c] += sum_gx * rstd
-                sum_wg += weight[c] * sum_g
-                sum_wgx += weight[c] * sum_gx
-            # dx = invstd * (w*g - mean(w*g) - xhat * mean(w*g*xhat))
-            b = x.dtype.type(-rstd * rstd * rstd * sum_wgx / count)
-            c_ = x.dtype.type(-rstd * sum_wg / count)
-            for c in range(c0, c0 + per_group):
-                a = x.dtype.type(rstd * weight[c])
-                for s in range(size):
-                    gs = _through_relu(grad[n, c, s], output[n, c, s], relu, zero)
-                    grad_x[n, c, s] = gs * a + (x[n, c, s] - mu_x) * b + c_
+    sums_g = np.empty((n_batch, channels))       # sum of g per (sample, channel)
+    sums_gx = np.empty((n_batch, channels))      # sum of g * (x - mean)
+    for block in prange(n_batch * groups):
+        n, g = block // groups, block % groups
+        c0 = g * per_group
+        mu_x = x.dtype.type(mean[n, g])
+        rstd = invstd[n, g]
+        sum_wg = 0.0     # sum of w * g over the group
+        sum_wgx = 0.0    # sum of w * g * (x - mean)
+        for c in range(c0, c0 + per_group):
+            sum_g = 0.0
+            sum_gx = 0.0
+            for s in range(size):
+                gs = _through_relu(grad[n, c, s], output[n, c, s], relu, zero)
+                sum_g += gs
+                sum_gx += gs * (x[n, c, s] - mu_x)
+            sums_g[n, c] = sum_g
+            sums_gx[n, c] = sum_gx * rstd
+            sum_wg += weight[c] * sum_g
+            sum_wgx += weight[c] * sum_gx
+        # dx = invstd * (w*g - mean(w*g) - xhat * mean(w*g*xhat))
+        b = x.dtype.type(-rstd * rstd * rstd * sum_wgx / count)
+        c_ = x.dtype.type(-rstd * sum_wg / count)
+        for c in range(c0, c0 + per_group):
+            a = x.dtype.type(rstd * weight[c])
+            for s in range(size):
+                gs = _through_relu(grad[n, c, s], output[n, c, s], relu, zero)
+                grad_x[n, c, s] = gs * a + (x[n, c, s] - mu_x) * b + c_
+    for c in range(channels):
+        total_g = 0.0
+        total_gx = 0.0
+        for n in range(n_batch):
+            total_g += sums_g[n, c]
+            total_gx += sums_gx[n, c]
+        grad_bias[c] = total_g
+        grad_weight[c] = total_gx
 
 
+@parallel
 def group_norm_forward(x, num_groups, weight, bias, eps, relu=False):
     """(y, mean, invstd), the stats float64 (N, num_groups); y has a ReLU applied if `relu`."""
     x = np.ascontiguousarray(x)
@@ -207,6 +223,7 @@ def group_norm_forward(x, num_groups, weight, bias, eps, relu=False):
     return y, mean, invstd
 
 
+@parallel
 def group_norm_backward(grad, x, num_groups, mean, invstd, weight, relu_output=None):
     """(grad_x, grad_weight, grad_bias) in one pass per (n, group); relu_output as
     in batch_norm_backward."""

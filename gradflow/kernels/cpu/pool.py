@@ -9,7 +9,9 @@ is deterministic and needs no scatter.
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+from gradflow.threads import parallel
 
 
 def _planes(a):
@@ -19,10 +21,11 @@ def _planes(a):
 
 
 # No fastmath here: max pooling must see NaNs (a NaN wins its window, as in PyTorch).
-@njit(cache=True)
+# Every kernel is parallel over planes: a plane's outputs are computed by one thread.
+@njit(cache=True, parallel=True)
 def _max_pool_forward(x, out, indices, row_first, row_count, row_step, col_first, col_count, col_step):
     width = x.shape[2]
-    for p in range(x.shape[0]):
+    for p in prange(x.shape[0]):
         for oh in range(out.shape[1]):
             h0, nh = row_first[oh], row_count[oh]
             for ow in range(out.shape[2]):
@@ -41,10 +44,10 @@ def _max_pool_forward(x, out, indices, row_first, row_count, row_step, col_first
                 indices[p, oh, ow] = best_index
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _max_pool_backward(grad_out, indices, grad_in):
     plane_size = grad_in.shape[1] * grad_in.shape[2]
-    for p in range(grad_in.shape[0]):
+    for p in prange(grad_in.shape[0]):
         plane = grad_in[p].reshape(plane_size)
         plane[:] = 0
         for oh in range(grad_out.shape[1]):
@@ -54,6 +57,7 @@ def _max_pool_backward(grad_out, indices, grad_in):
                     plane[target] += grad_out[p, oh, ow]
 
 
+@parallel
 def max_pool2d_forward(x, rows, cols):
     """(out, int64 indices h*W+w of each window's first maximum)."""
     shape = x.shape[:-2] + (len(rows.first), len(cols.first))
@@ -64,6 +68,7 @@ def max_pool2d_forward(x, rows, cols):
     return out, indices
 
 
+@parallel
 def max_pool2d_backward(grad_out, indices, rows, cols):
     """Route each window's gradient to its argmax.
 
@@ -77,12 +82,12 @@ def max_pool2d_backward(grad_out, indices, rows, cols):
     return grad_in
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, parallel=True)
 def _avg_pool_forward(x, out, row_first, row_count, row_divisor, col_first, col_count, col_divisor):
     # Sum a window row's input rows into one buffer first (a contiguous, vectorised
     # add over the width), then each window sums its columns of that buffer.
-    column_sums = np.empty(x.shape[2], dtype=x.dtype)   # in the input's precision, as PyTorch
-    for p in range(x.shape[0]):
+    for p in prange(x.shape[0]):
+        column_sums = np.empty(x.shape[2], dtype=x.dtype)   # in the input's precision, as PyTorch
         for oh in range(out.shape[1]):
             column_sums[:] = 0
             for h in range(row_first[oh], row_first[oh] + row_count[oh]):
@@ -95,7 +100,7 @@ def _avg_pool_forward(x, out, row_first, row_count, row_divisor, col_first, col_
                 out[p, oh, ow] = total / (row_divisor[oh] * col_divisor[ow])
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, parallel=True)
 def _avg_pool_backward(grad_out, grad_in, row_divisor, row_cover_start, row_covers,
                        col_divisor, col_cover_start, col_covers):
     # The divisor is row factor x column factor, so the gather splits in two: first
@@ -103,10 +108,10 @@ def _avg_pool_backward(grad_out, grad_in, row_divisor, row_cover_start, row_cove
     # the window rows that cover it (a contiguous, vectorised loop over w).
     out_h, out_w = grad_out.shape[1], grad_out.shape[2]
     height, width = grad_in.shape[1], grad_in.shape[2]
-    per_column = np.empty((out_h, width), dtype=grad_in.dtype)
-    scaled = np.empty(out_w, dtype=grad_in.dtype)
     zero = np.zeros(1, dtype=grad_in.dtype)[0]
-    for p in range(grad_in.shape[0]):
+    for p in prange(grad_in.shape[0]):
+        per_column = np.empty((out_h, width), dtype=grad_in.dtype)
+        scaled = np.empty(out_w, dtype=grad_in.dtype)
         for oh in range(out_h):
             for ow in range(out_w):
                 scaled[ow] = grad_out[p, oh, ow] / (row_divisor[oh] * col_divisor[ow])
@@ -122,6 +127,7 @@ def _avg_pool_backward(grad_out, grad_in, row_divisor, row_cover_start, row_cove
                 row += per_column[row_covers[a]]
 
 
+@parallel
 def avg_pool2d_forward(x, rows, cols):
     shape = x.shape[:-2] + (len(rows.first), len(cols.first))
     out = np.empty(shape, dtype=x.dtype)
@@ -130,6 +136,7 @@ def avg_pool2d_forward(x, rows, cols):
     return out
 
 
+@parallel
 def avg_pool2d_backward(grad_out, rows, cols):
     """Each input pixel gathers grad/divisor from every window that covers it."""
     shape = grad_out.shape[:-2] + (len(rows.cover_start) - 1, len(cols.cover_start) - 1)

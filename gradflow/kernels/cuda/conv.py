@@ -14,7 +14,8 @@ Under NUMBA_ENABLE_CUDASIM=1 the same code runs on numpy arrays in Numba's simul
 """
 from numba import cuda
 
-from gradflow.kernels.conv_common import add_bias, pointwise
+from gradflow.kernels.conv_common import (add_bias, is_pointwise, output_size, pointwise_conv2d,
+                                           pointwise_conv_transpose2d, pointwise_weight_grad)
 from gradflow.kernels.cuda import launch
 
 COLUMN_BYTES = 256 << 20     # im2col buffer per chunk of images, to bound device memory
@@ -88,10 +89,6 @@ def _col2im_one(cols, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
     x[n, c, y, x_pos] = total
 
 
-def output_size(size, kernel, stride, pads, dilation):
-    return (size + pads[0] + pads[1] - dilation * (kernel - 1) - 1) // stride + 1
-
-
 def im2col(x, kernel_hw, stride, padding, dilation, out_hw, cols):
     kernel_h, kernel_w = kernel_hw
     _im2col_kernel(launch.blocks(cols.size), launch.GEOMETRY.threads,
@@ -113,10 +110,8 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_h = output_size(height, kernel_h, stride[0], padding[0], dilation[0])
     out_w = output_size(width, kernel_w, stride[1], padding[1], dilation[1])
-    if _is_pointwise(weight, padding):
-        xs = x[:, :, :out_h * stride[0]:stride[0], :out_w * stride[1]:stride[1]]
-        out = pointwise(xs, weight, groups, transpose=False)
-        return add_bias(out.reshape(n, out_channels, out_h, out_w), bias)
+    if is_pointwise(weight.shape[2:], padding):
+        return pointwise_conv2d(x, weight, bias, stride, groups, (out_h, out_w))
     out = xp.empty((n, out_channels, out_h, out_w), dtype=x.dtype)
     w = weight.reshape(groups, out_channels // groups, -1)
     for n0, m, cols in _column_chunks(xp, x, weight, out_h, out_w):
@@ -133,13 +128,8 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
     out_channels, per_group_in, kernel_h, kernel_w = weight.shape
     channels = per_group_in * groups
     height, width = out_hw
-    if _is_pointwise(weight, padding):
-        cols = pointwise(x, weight, groups, transpose=True).reshape(n, channels, in_h, in_w)
-        if stride == (1, 1) and (height, width) == (in_h, in_w):
-            return add_bias(cols, bias)
-        out = xp.zeros((n, channels, height, width), dtype=x.dtype)
-        out[:, :, :in_h * stride[0]:stride[0], :in_w * stride[1]:stride[1]] = cols
-        return add_bias(out, bias)
+    if is_pointwise(weight.shape[2:], padding):
+        return pointwise_conv_transpose2d(x, weight, bias, stride, groups, out_hw)
     out = xp.empty((n, channels, height, width), dtype=x.dtype)
     w_t = weight.reshape(groups, out_channels // groups, -1).transpose(0, 2, 1)
     for n0, m, cols in _column_chunks(xp, out, weight, in_h, in_w):
@@ -156,21 +146,15 @@ def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups
     _, out_channels, out_h, out_w = grad_out.shape
     kernel_h, kernel_w = kernel_hw
     shape = (out_channels, in_channels // groups, kernel_h, kernel_w)
+    if is_pointwise(kernel_hw, padding):
+        return pointwise_weight_grad(x, grad_out, stride, groups)
     g_all = grad_out.reshape(n, groups, out_channels // groups, out_h * out_w)
-    if tuple(kernel_hw) == (1, 1) and padding == ((0, 0), (0, 0)):
-        xs = xp.ascontiguousarray(x[:, :, :out_h * stride[0]:stride[0], :out_w * stride[1]:stride[1]])
-        xs = xs.reshape(n, groups, in_channels // groups, out_h * out_w)
-        return xp.matmul(g_all, xs.transpose(0, 1, 3, 2)).sum(axis=0).reshape(shape)
     grad_weight = xp.zeros((groups, out_channels // groups, shape[1] * kernel_h * kernel_w), dtype=x.dtype)
     for n0, m, cols in _column_chunks(xp, x, xp.empty(shape, dtype=x.dtype), out_h, out_w):
         im2col(x[n0:n0 + m], kernel_hw, stride, padding, dilation, (out_h, out_w), cols)
         c = cols.reshape(m, groups, grad_weight.shape[2], out_h * out_w)
         grad_weight += xp.matmul(g_all[n0:n0 + m], c.transpose(0, 1, 3, 2)).sum(axis=0)
     return grad_weight.reshape(shape)
-
-
-def _is_pointwise(weight, padding):
-    return tuple(weight.shape[2:]) == (1, 1) and padding == ((0, 0), (0, 0))
 
 
 def _column_chunks(xp, image, weight, out_h, out_w):
