@@ -11,6 +11,7 @@
 #   agreement     every op, CPU vs GPU, float64 and float32, forward and gradients
 #   gpu-tests     the gpu-marked tests, only in the files that hold some (and whose imports work)
 #   kernel-tests  tests/kernels/cuda on the GPU
+#   nccl          bench/nccl_check.py: gradflow.distributed over NCCL, one process (needs mpi4py)
 #   train         a short FCN run on the GPU (--no-plots when matplotlib is missing)
 #
 #   OUT=/some/dir bench/gpu_check.sh             # on the GPU machine, from the repo root
@@ -38,8 +39,8 @@ case "${1:-}" in
 esac
 
 # Stage time limits in seconds; they must add up to no more than the budget.
-declare -A LIMIT=([probe]=25 [nvidia-smi]=5 [env]=30 [bench]=150 [numba-cuda]=45 [launch]=30 [optim]=30
-                  [agreement]=75 [gpu-tests]=60 [kernel-tests]=45 [train]=45)
+declare -A LIMIT=([probe]=25 [nvidia-smi]=5 [env]=30 [bench]=130 [numba-cuda]=45 [launch]=30 [optim]=30
+                  [agreement]=75 [gpu-tests]=60 [kernel-tests]=45 [nccl]=20 [train]=45)
 BUDGET="${GPU_CHECK_BUDGET:-540}"
 TOTAL=0
 for name in "${!LIMIT[@]}"; do TOTAL=$(( TOTAL + LIMIT[$name] )); done
@@ -207,6 +208,16 @@ if skip_unless gpu-tests cupy pytest_and_hypothesis; then
 fi
 if skip_unless kernel-tests cupy pytest_and_hypothesis numba_cuda; then
   stage kernel-tests $SIM "$PY" -m pytest tests/kernels/cuda -q -rfE --maxfail=10 --tb=short $COLLECT
+fi
+
+# 4b. gradflow.distributed over NCCL in one process: communicator, collectives, DDP on CUDA
+if [ "$DRY_RUN" = 1 ]; then
+  record nccl "skipped (dry run: needs a GPU and NCCL)" 0
+elif skip_unless nccl cupy mpi4py; then
+  LAUNCH=""
+  command -v mpirun >/dev/null 2>&1 && LAUNCH="mpirun -n 1"   # without it MPI starts as a singleton
+  # shellcheck disable=SC2086
+  stage nccl env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $LAUNCH "$PY" bench/nccl_check.py
 fi
 
 # 5. train the FCN briefly on the GPU: shapes, 3 epochs of 1000 64x64 images, batch 16 (the

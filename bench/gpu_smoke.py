@@ -79,7 +79,7 @@ def _add_index(a):
         a[i] += i
 
 
-PROBED = ("numpy", "numba", "numba.cuda", "cupy", "torch", "pytest", "hypothesis", "matplotlib", "tqdm")
+PROBED = ("numpy", "numba", "numba.cuda", "cupy", "torch", "pytest", "hypothesis", "matplotlib", "tqdm", "mpi4py")
 
 
 def probe():

@@ -102,7 +102,6 @@ def read_back(run, metric, unread, bar, started):
     xp = backend.get_array_module(unread[0][0])
     losses, health, counts = transfer.to_host(xp.stack([loss for loss, _ in unread]),
                                               xp.stack([flags for _, flags in unread]), metric.counts)
-    metric.reset()
     if parallel.enabled:
         packed = parallel.sum(np.concatenate([losses, health.ravel(), counts]).astype(np.float64))
         losses, packed = packed[:losses.size] / parallel.world_size, packed[losses.size:]
@@ -114,6 +113,7 @@ def read_back(run, metric, unread, bar, started):
         run.step_losses.append(loss_value)
         stats["loss_sum"] += loss_value
     stats["confusion"] = stats["confusion"] + counts.astype(np.int64).reshape(stats["confusion"].shape)
+    metric.reset()      # after the sum: on the CPU, to_host may hand back the counts array itself
     stats["seconds"] = time.perf_counter() - started
     if bar is not None:
         monitor = run.task.monitor

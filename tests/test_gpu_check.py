@@ -37,6 +37,7 @@ def test_dry_run_passes_every_stage_within_the_budget(tmp_path):
     assert plan and int(plan.group(2)) <= int(plan.group(1)) <= 540
     summary = _summary(result.stdout)
     assert {stage: summary.get(stage) for stage in STAGES} == {stage: "ok" for stage in STAGES}
+    assert summary.get("nccl", "").startswith("skipped (dry run"), summary
     out = tmp_path / "out"
     for name in ("gpu_check.log", "bench_cuda.json", "launch.json", "optim.json", "train_metrics.json"):
         assert (out / name).is_file(), name

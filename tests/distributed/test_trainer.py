@@ -16,7 +16,9 @@ from tests.models.helpers import FCN_SCRIPT, TINY, model_weights
 pytestmark = needs_mpi
 # 16 images, global batch 4: 4 steps an epoch, 2 per process per step; a checkpoint every 2 steps.
 # SGD: Adam divides by sqrt(second moment), which magnifies rounding where a gradient is near zero.
-RUN = ["train", *TINY, "--epochs", "2", "--ckpt-every", "2", "--no-plots", "--optimizer", "sgd", "--lr", "0.05"]
+# lr 0.02: at 0.05 this tiny run is chaotic (its loss jumps up and down), so float32 rounding
+# differences of one ulp grow to 1e-4 within 8 steps and the comparison would measure chaos
+RUN = ["train", *TINY, "--epochs", "2", "--ckpt-every", "2", "--no-plots", "--optimizer", "sgd", "--lr", "0.02"]
 
 
 def _explain(result):
@@ -39,9 +41,9 @@ def test_two_processes_train_the_same_model_as_one(two_process_run, tmp_path):
     ours, ref = model_weights(run_dir / "last.ckpt"), model_weights(tmp_path / "fcn-shapes" / "last.ckpt")
     assert ours.keys() == ref.keys()
     # float32 rounding differs (sums over 2 images twice vs 4 once) and 8 steps carry it along; the
-    # last two steps alone moved the weights by far more than the tolerance
+    # last two steps alone moved the weights by 50 times the tolerance or more
     earlier = model_weights(run_dir / "last.ckpt.prev")
-    assert max(np.abs(ours[n] - earlier[n]).max() for n in ref) > 100 * 2e-5
+    assert max(np.abs(ours[n] - earlier[n]).max() for n in ref) > 50 * 2e-5
     for name in ref:
         np.testing.assert_allclose(ours[name], ref[name], rtol=1e-4, atol=2e-5, err_msg=name)
     two, one = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, tmp_path / "fcn-shapes"))
