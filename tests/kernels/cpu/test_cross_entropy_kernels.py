@@ -15,6 +15,12 @@ OPTIONS = [dict(), dict(ignore_index=255), dict(label_smoothing=0.1), dict(weigh
            dict(reduction="sum", weight=True, label_smoothing=0.3)]
 
 
+@pytest.fixture(autouse=True)
+def kernels_from_moderate_sizes(monkeypatch):
+    """The test inputs (74 K values and more) take the kernels, to keep the tests fast."""
+    monkeypatch.setattr(kernels, "PARALLEL_SIZE", 1 << 16)
+
+
 def _inputs(n_classes, dtype, seed=0):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((3, n_classes) + SPATIAL) * 3).astype(dtype)
