@@ -19,7 +19,10 @@ from gradflow import backend, threads
 from gradflow.optim import rules
 
 BLOCK = 1 << 14          # elements per block
-PARALLEL_SIZE = 1 << 16  # smaller parameters update serially: a thread-pool wake-up costs more
+# Smaller parameters update serially: the update is memory-bound and a thread-pool wake-up
+# costs ~0.1 ms (measured: Adam on 1 M float32 values 0.62 ms serial, 0.47 ms on 2 threads;
+# on 256 K values 0.15 ms serial, 0.33 ms on 2 threads).
+PARALLEL_SIZE = 1 << 20
 
 _sgd_element = njit(inline="always", error_model="numpy")(rules.sgd_element)
 _adam_element = njit(inline="always", error_model="numpy")(rules.adam_element)

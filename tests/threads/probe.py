@@ -93,9 +93,9 @@ def large_cross_entropy_cases(results, rng):
     """cross_entropy on inputs large enough for its pixel-block kernels (several blocks per
     sample and a partial one), with ignore_index, class weights and label smoothing."""
     from gradflow.kernels.cpu import cross_entropy as kernels
-    shape = (4, 5, 128, 110)
-    assert np.prod(shape) >= kernels.PARALLEL_SIZE and 128 * 110 % kernels.PIXELS
-    target = rng.integers(0, 5, size=(4, 128, 110))
+    shape = (4, 5, 320, 330)
+    assert np.prod(shape) >= kernels.PARALLEL_SIZE and 320 * 330 % kernels.PIXELS
+    target = rng.integers(0, 5, size=(4, 320, 330))
     target[rng.random(target.shape) < 0.05] = 255
     weight = gf.tensor(rng.random(5).astype(np.float32) + 0.5)
     for name, kwargs in (("cross_entropy_large", dict(ignore_index=255)),

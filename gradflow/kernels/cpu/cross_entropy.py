@@ -1,8 +1,9 @@
 """Cross-entropy over class scores (N, C, S) on the CPU: the per-pixel passes, in parallel
 over fixed blocks of PIXELS pixels of one sample (Numba).
 
-gradflow.ops.loss.CrossEntropy calls these for inputs of at least PARALLEL_SIZE values,
-whatever the thread count, so the path and the blocks depend on the shapes alone. Every
+gradflow.ops.loss.CrossEntropy calls these for inputs of at least KERNEL_SIZE values,
+whatever the thread count, so the path and the blocks depend on the shapes alone (serially
+they beat NumPy's array ops from there; in parallel from PARALLEL_SIZE). Every
 pixel's sums over classes run in class order, as NumPy's reductions over axis 1 do, so
 the results are bit-identical at any thread count. exp itself stays with NumPy, on the
 whole array between the two forward kernels: Numba has no vector exp without SVML, and
@@ -14,7 +15,11 @@ from numba import njit, prange
 from gradflow import threads
 
 PIXELS = 2048            # pixels per block: C rows of 8 KB (float32), in L2 for any usual C
-PARALLEL_SIZE = 1 << 18  # N * C * S below this: NumPy's array ops (measured no faster below)
+KERNEL_SIZE = 1 << 16    # N * C * S below this: NumPy's array ops (as fast there)
+# N * C * S below this: the serial kernels. They pay off in parallel only well above a
+# thread-pool wake-up (~0.1 ms): measured on (16, 21, 128, 128) float32 the max/shift pass
+# took 2.33 ms serial and 1.19 ms on 2 threads, on (8, 21, 64, 64) 0.25 and 0.41 ms.
+PARALLEL_SIZE = 1 << 21
 
 
 def _span(block, spatial):
@@ -127,11 +132,13 @@ def _softmax_grad_parallel(e, scale, target, picked, smooth, weight, grad):
 
 
 def _pick(serial, parallel):
-    """The serial kernel at one thread, else the parallel one (at gradflow's thread count)."""
+    """The parallel kernel (at gradflow's thread count) for scores (the first argument) of
+    PARALLEL_SIZE values or more when more than one thread is allowed, else the serial one."""
     parallel = threads.parallel(parallel)
 
-    def run(*args):
-        return (serial if threads.get_num_threads() == 1 else parallel)(*args)
+    def run(scores, *args):
+        use_threads = scores.size >= PARALLEL_SIZE and threads.get_num_threads() > 1
+        return (parallel if use_threads else serial)(scores, *args)
     return run
 
 
@@ -142,7 +149,7 @@ softmax_grad_kernel = _pick(_softmax_grad_serial, _softmax_grad_parallel)
 
 def worth_it(x3):
     """Whether these kernels take (N, C, S) scores x3: large, float, a NumPy array."""
-    return type(x3) is np.ndarray and x3.size >= PARALLEL_SIZE and x3.dtype.kind == "f"
+    return type(x3) is np.ndarray and x3.size >= KERNEL_SIZE and x3.dtype.kind == "f"
 
 
 def shifted_scores(x3, weight, with_class_sum):

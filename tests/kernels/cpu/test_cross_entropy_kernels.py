@@ -15,12 +15,6 @@ OPTIONS = [dict(), dict(ignore_index=255), dict(label_smoothing=0.1), dict(weigh
            dict(reduction="sum", weight=True, label_smoothing=0.3)]
 
 
-@pytest.fixture(autouse=True)
-def kernels_from_moderate_sizes(monkeypatch):
-    """The test inputs (74 K values and more) take the kernels, to keep the tests fast."""
-    monkeypatch.setattr(kernels, "PARALLEL_SIZE", 1 << 16)
-
-
 def _inputs(n_classes, dtype, seed=0):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((3, n_classes) + SPATIAL) * 3).astype(dtype)
@@ -90,5 +84,26 @@ def test_nan_scores_propagate_as_in_numpy_max(monkeypatch):
 
 def test_small_inputs_keep_the_array_ops():
     assert not kernels.worth_it(np.zeros((2, 4, 8, 8), np.float32))
-    assert kernels.worth_it(np.zeros((1, 4, kernels.PARALLEL_SIZE // 4), np.float32))
-    assert not kernels.worth_it(np.zeros((1, 4, kernels.PARALLEL_SIZE // 4), np.int64))
+    assert kernels.worth_it(np.zeros((1, 4, kernels.KERNEL_SIZE // 4), np.float32))
+    assert not kernels.worth_it(np.zeros((1, 4, kernels.KERNEL_SIZE // 4), np.int64))
+
+
+def test_parallel_kernels_on_large_scores_with_threads_give_the_serial_bits(monkeypatch):
+    """With the parallel threshold lowered to the test size, 2 threads run the parallel
+    compilations; they give the serial ones' bits."""
+    import gradflow as gf
+    from numba import config
+    if config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here (NUMBA_NUM_THREADS=1)")
+    x, target, weight, upstream = _inputs(5, np.float32, seed=3)
+    options = dict(weight=True, label_smoothing=0.1, ignore_index=255)
+    previous = gf.get_num_threads()
+    try:
+        gf.set_num_threads(1)
+        serial = _run(x, target, weight, upstream, options, True, monkeypatch)
+        monkeypatch.setattr(kernels, "PARALLEL_SIZE", kernels.KERNEL_SIZE)
+        gf.set_num_threads(2)
+        parallel = _run(x, target, weight, upstream, options, True, monkeypatch)
+    finally:
+        gf.set_num_threads(previous)
+    assert serial[0].tobytes() == parallel[0].tobytes() and serial[1].tobytes() == parallel[1].tobytes()
