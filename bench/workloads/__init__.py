@@ -5,7 +5,7 @@ Imported lazily (the compile probe times imports from a near-empty process).
 import importlib
 
 # FCN-bench first: if a time limit cuts a run short, the headline rows are already written
-MODULES = ("fcn", "conv", "pool", "norm", "loss", "overhead", "memory", "compile")
+MODULES = ("fcn", "conv", "pool", "norm", "loss", "optim", "overhead", "memory", "compile")
 
 
 def all_cases(settings):

@@ -4,16 +4,18 @@ PyTorch's semantics throughout (reductions, weights, ignore_index, label smoothi
 scores sit on dim 1 of an (N, C, d1, ...) input, or dim 0 of a single (C,) sample; the Functions
 see them as (N, C, S) with S the flattened spatial size, and class-index targets as (N, S).
 
-All of it is numpy/cupy array code, no Numba kernels, because that measured faster: on the
-CPU an njit loop ran cross_entropy 2x slower than numpy (Numba has no vector exp without
-SVML); on an H100 a fused Numba CUDA forward/backward pair beat CuPy's ops
-forward (0.59 vs 0.78 ms) but lost forward+backward (1.63 vs 1.23 ms) to Numba's per-launch
-argument overhead, at (8, 21, 64, 64).
+cross_entropy on large CPU inputs runs its per-pixel passes (max, shift, sums over classes,
+the gradient) in gradflow.kernels.cpu.cross_entropy, in parallel pixel blocks; exp stays
+NumPy's there too: an njit loop computing exp ran cross_entropy 2x slower than numpy
+(Numba has no vector exp without SVML). The rest is numpy/cupy array code: on an H100 a
+fused Numba CUDA forward/backward pair beat CuPy's ops forward (0.59 vs 0.78 ms) but lost
+forward+backward (1.63 vs 1.23 ms) to Numba's per-launch argument overhead, at (8, 21, 64, 64).
 """
 import numpy as np
 
 from gradflow import autograd, backend, transfer
 from gradflow.autograd import Function
+from gradflow.kernels.cpu import cross_entropy as cpu_cross_entropy
 from gradflow.ops.softmax import log_softmax_array
 from gradflow.tensor import Tensor
 
@@ -43,12 +45,18 @@ class CrossEntropy(Function):
         valid = t2 != ignore_index
         safe_target = xp.where(valid, t2, 0)
         flat = _target_positions(safe_target, n_classes)
-        shift = x3.max(axis=1, keepdims=True)
-        e = x3 - shift
-        if smoothing:   # sum_k w_k (x_k - m), taken before e turns into exp(x - m)
-            shifted_class_sum = e.sum(axis=1) if weight is None else xp.matmul(weight, e)
-        xp.exp(e, out=e)
-        sum_exp = e.sum(axis=1)
+        if cpu_cross_entropy.worth_it(x3):     # the same passes, in parallel pixel blocks
+            e, shift, shifted_class_sum = cpu_cross_entropy.shifted_scores(x3, weight, bool(smoothing))
+            shift = shift[:, None]
+            xp.exp(e, out=e)
+            sum_exp = cpu_cross_entropy.sum_over_classes(e)
+        else:
+            shift = x3.max(axis=1, keepdims=True)
+            e = x3 - shift
+            if smoothing:   # sum_k w_k (x_k - m), taken before e turns into exp(x - m)
+                shifted_class_sum = e.sum(axis=1) if weight is None else xp.matmul(weight, e)
+            xp.exp(e, out=e)
+            sum_exp = e.sum(axis=1)
         log_sum_exp = xp.log(sum_exp)   # lse - m: the large m cancels before any rounding
         if weight is None:
             target_weight, total_weight = valid.astype(x.dtype), n_classes
@@ -60,7 +68,7 @@ class CrossEntropy(Function):
         loss = xp.where(valid, loss, 0)   # ignored positions contribute exactly 0, even if x is inf
 
         denominator = target_weight.sum() if reduction == "mean" else None
-        ctx.save_for_backward(e, sum_exp, flat, valid, target_weight, weight)
+        ctx.save_for_backward(e, sum_exp, flat, safe_target, valid, target_weight, weight)
         ctx.shape, ctx.reduction, ctx.smoothing = x.shape, reduction, smoothing
         ctx.denominator, ctx.total_weight = denominator, total_weight
         if reduction == "none":
@@ -71,7 +79,7 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, g):
-        e, sum_exp, flat, valid, target_weight, weight = ctx.saved_tensors
+        e, sum_exp, flat, safe_target, valid, target_weight, weight = ctx.saved_tensors
         xp = backend.get_array_module(e)
         n, n_classes, spatial = e.shape
         eps = ctx.smoothing
@@ -82,6 +90,9 @@ class CrossEntropy(Function):
             a = xp.where(valid, g * ((1 - eps) * target_weight), 0)
             b = xp.where(valid, g * (eps / n_classes), 0) if eps else None
         p_scale = a if b is None else a + b * ctx.total_weight
+        if cpu_cross_entropy.worth_it(e):
+            grad = cpu_cross_entropy.softmax_grad(e, p_scale / sum_exp, safe_target, a, b, weight)
+            return grad.reshape(ctx.shape), None, None, None, None, None
         grad = e * (p_scale / sum_exp)[:, None]
         if b is not None:
             grad -= b[:, None] * (1 if weight is None else weight[:, None])

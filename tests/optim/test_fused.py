@@ -13,8 +13,10 @@ import gradflow.optim as optim
 from gradflow.optim import fused
 from tests.optim import reference
 
-# the last one spans several parallel blocks of the CPU kernel
+# the last one spans several blocks of the CPU kernel, the last block partial
 SHAPES = [(3, 4), (5,), (2, 1, 3), (fused.BLOCK * 2 + 7,)]
+# ... and here large enough for the parallel kernel (when more than one thread is allowed)
+LARGE_SHAPES = SHAPES[:3] + [(fused.PARALLEL_SIZE + fused.BLOCK + 7,)]
 
 SGD_OPTIONS = [dict(lr=0.1, momentum=m, dampening=d, weight_decay=wd, nesterov=n, maximize=mx)
                for m, d, wd, n, mx in itertools.product([0, 0.9], [0, 0.3], [0, 0.1], [False, True], [False, True])
@@ -33,16 +35,16 @@ def _grads(step, shapes, dtype, seed):
     return grads
 
 
-def _compare(cls, reference_update, kwargs, dtype, steps=5, seed=0):
+def _compare(cls, reference_update, kwargs, dtype, steps=5, seed=0, shapes=SHAPES):
     rng = np.random.default_rng(seed)
-    initial = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    initial = [rng.standard_normal(s).astype(dtype) for s in shapes]
     params = [nn.Parameter(gf.tensor(a.copy())) for a in initial]
     opt = cls(params, **kwargs)
     group = dict(opt.param_groups[0])
     ref_params = [a.copy() for a in initial]
     ref_states = [{} for _ in initial]
     for step in range(steps):
-        grads = _grads(step, SHAPES, dtype, seed)
+        grads = _grads(step, shapes, dtype, seed)
         for p, g in zip(params, grads):
             p.grad = None if g is None else gf.tensor(g)
         opt.step()
@@ -75,19 +77,41 @@ def test_adam_equals_array_op_update_bit_for_bit(kwargs, dtype):
 @pytest.mark.parametrize("cls, kwargs", [(optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)),
                                          (optim.AdamW, dict(lr=0.01, amsgrad=True))])
 def test_same_bits_at_any_thread_count(cls, kwargs):
+    """Serial and parallel kernels (gradflow's thread count picks them) give the same bits."""
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has one thread here (NUMBA_NUM_THREADS=1)")
-    previous = numba.get_num_threads()
+    previous = gf.get_num_threads()
     results = []
     try:
-        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-            numba.set_num_threads(threads)
-            results.append([p.data.copy() for p in _compare(cls, _reference_of(cls), kwargs, np.float64, steps=3)])
+        for threads in sorted({1, 2, numba.config.NUMBA_NUM_THREADS}):
+            gf.set_num_threads(threads)
+            results.append([p.data.copy() for p in _compare(cls, _reference_of(cls), kwargs, np.float64, steps=3,
+                                                            shapes=LARGE_SHAPES)])
     finally:
-        numba.set_num_threads(previous)
+        gf.set_num_threads(previous)
     for got in results[1:]:
         for a, b in zip(results[0], got):
             np.testing.assert_array_equal(a, b)
+
+
+def test_large_parameters_take_the_parallel_kernel_only_with_threads(monkeypatch):
+    calls = []
+    original = fused._cpu_kernel
+
+    def recording(pair, size):
+        kernel = original(pair, size)
+        calls.append((size, kernel is pair[1]))
+        return kernel
+    monkeypatch.setattr(fused, "_cpu_kernel", recording)
+    previous = gf.get_num_threads()
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            gf.set_num_threads(threads)
+            calls.clear()
+            _compare(optim.Adam, reference.adam_update, dict(lr=0.01), np.float32, steps=1, shapes=LARGE_SHAPES)
+            assert calls and all(parallel == (threads > 1 and size >= fused.PARALLEL_SIZE) for size, parallel in calls)
+    finally:
+        gf.set_num_threads(previous)
 
 
 def _reference_of(cls):

@@ -89,6 +89,43 @@ def pool_norm_cases(results, rng):
     _record(results, "relu_add_large", F.relu(a) + b, {"a": a, "b": b}, rng)
 
 
+def large_cross_entropy_cases(results, rng):
+    """cross_entropy on inputs large enough for its pixel-block kernels (several blocks per
+    sample and a partial one), with ignore_index, class weights and label smoothing."""
+    from gradflow.kernels.cpu import cross_entropy as kernels
+    shape = (4, 5, 320, 330)
+    assert np.prod(shape) >= kernels.PARALLEL_SIZE and 320 * 330 % kernels.PIXELS
+    target = rng.integers(0, 5, size=(4, 320, 330))
+    target[rng.random(target.shape) < 0.05] = 255
+    weight = gf.tensor(rng.random(5).astype(np.float32) + 0.5)
+    for name, kwargs in (("cross_entropy_large", dict(ignore_index=255)),
+                         ("cross_entropy_large_weighted_smoothed", dict(ignore_index=255, weight=weight,
+                                                                        label_smoothing=0.1, reduction="none"))):
+        x = _tensor(rng, shape)
+        _record(results, name, F.cross_entropy(x, gf.tensor(target), **kwargs), {"x": x}, rng)
+
+
+def optimizer_steps(results, rng):
+    """SGD and Adam/AdamW steps on parameters large enough for the parallel update kernels,
+    next to small ones: the parameters and every state buffer after three steps."""
+    from gradflow.optim import fused
+    shapes = [(fused.PARALLEL_SIZE + fused.BLOCK + 7,), (3, 40, 5), (fused.PARALLEL_SIZE // 3, 3)]
+    cases = {"sgd": (gf.optim.SGD, dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)),
+             "adam": (gf.optim.Adam, dict(lr=1e-3, weight_decay=1e-2)),
+             "adamw_amsgrad": (gf.optim.AdamW, dict(lr=1e-3, amsgrad=True, maximize=True))}
+    for name, (cls, kwargs) in cases.items():
+        params = [gf.nn.Parameter(gf.tensor(rng.standard_normal(s).astype(np.float32))) for s in shapes]
+        opt = cls(params, **kwargs)
+        for _ in range(3):
+            for p in params:
+                p.grad = gf.tensor(rng.standard_normal(p.shape).astype(np.float32))
+            opt.step()
+        for i, p in enumerate(params):
+            results[f"optim_{name}/param{i}"] = p.detach().numpy()
+            for key, value in opt.state[p].items():
+                results[f"optim_{name}/param{i}_{key}"] = np.asarray(value)
+
+
 def fcn_steps(results, norm, steps=3):
     """A few SGD steps of the FCN-bench network: the loss of each and the final weights."""
     from bench.workloads.fcn_net import batch_arrays, make_fcn_bench
@@ -111,6 +148,8 @@ def main(path):
     results = {}
     conv_cases(results, rng)
     pool_norm_cases(results, rng)
+    large_cross_entropy_cases(results, rng)
+    optimizer_steps(results, rng)
     fcn_steps(results, "gn")
     fcn_steps(results, "bn")
     results["threads/gradflow"] = np.array(gf.get_num_threads())

@@ -41,6 +41,9 @@ def test_every_kernel_and_training_step_is_bit_identical(runs):
     reference = runs[1]
     names = [n for n in reference if not n.startswith("threads/")]
     assert any(n.startswith("fcn_gn/") for n in names) and any(n.startswith("conv3x3_stride2/") for n in names)
+    for case in ("optim_sgd/", "optim_adam/", "optim_adamw_amsgrad/", "cross_entropy_large/",
+                 "cross_entropy_large_weighted_smoothed/"):
+        assert any(n.startswith(case) for n in names), case
     for threads in THREAD_COUNTS[1:]:
         other = runs[threads]
         assert sorted(n for n in other if not n.startswith("threads/")) == sorted(names)
