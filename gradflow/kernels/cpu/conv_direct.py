@@ -538,9 +538,13 @@ def space_to_depth(x, planes, top, left, rows, width):
 @njit(cache=True, parallel=True)
 def depth_to_space(phases, top, left, out):
     """out[n, c, y, x] = phases[n, c * 4 + a * 2 + b, m, j] where y + top = 2m + a and
-    x + left = 2j + b; zero where (m, j) falls outside the phase planes."""
+    x + left = 2j + b; zero where (m, j) falls outside the phase planes. Each output row
+    is filled from its two column phases in one interleaving loop (as space_to_depth)."""
     n_images, channels, height, width = out.shape
     rows, columns = phases.shape[2], phases.shape[3]
+    even_phase, odd_phase = left % 2, 1 - left % 2
+    even_shift, odd_shift = left // 2, (left + 1) // 2
+    pairs = max(0, min(width // 2, columns - odd_shift, columns - even_shift))
     for block in prange(n_images * channels):
         n, c = block // channels, block % channels
         for y in range(height):
@@ -549,6 +553,11 @@ def depth_to_space(phases, top, left, out):
             if m >= rows:
                 target[:] = 0
                 continue
-            for x in range(width):
+            evens = phases[n, c * 4 + a * 2 + even_phase, m, even_shift:]
+            odds = phases[n, c * 4 + a * 2 + odd_phase, m, odd_shift:]
+            for k in range(pairs):
+                target[2 * k] = evens[k]
+                target[2 * k + 1] = odds[k]
+            for x in range(2 * pairs, width):
                 j, b = (x + left) // 2, (x + left) % 2
                 target[x] = phases[n, c * 4 + a * 2 + b, m, j] if j < columns else 0
