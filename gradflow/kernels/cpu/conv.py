@@ -29,6 +29,7 @@ bits are the same at any thread count (gradflow.threads). The matmuls of the 1x1
 im2col paths run in BLAS on one thread (gradflow.threads says why), between the kernels.
 """
 import threading
+import weakref
 
 import numpy as np
 
@@ -143,20 +144,20 @@ def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups
         padded_h, padded_w = height + top + bottom, width + left + right
         slot = padded_h * padded_w + 2
         images = _images_side_by_side(n, slot)
-        planes = _padded_planes("x", x, top, left, padded_h, padded_w, images)
+        planes = _padded_planes("x", x, top, left, padded_h, padded_w, images, reuse=True)
         grads = _padded_planes("grad_rows", grad_out, 0, 0, padded_h, padded_w, images)   # the same layout
         grad_weight = np.empty(shape, dtype=x.dtype)
         conv_direct.weight_grad(planes, grads, 0, groups, padded_w, (images - 1) * slot + out_h * padded_w,
                                 grad_weight)
         return grad_weight
     if path == "phases":
-        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1)
+        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1, reuse=True)
         grads = _padded_planes("grad_rows", grad_out, 0, 0, out_h, out_w + 1)
         phase_grad = np.empty((out_channels, 4 * per_group_in, 2, 2), dtype=x.dtype)
         conv_direct.weight_grad(planes, grads, 0, groups, out_w + 1, out_h * (out_w + 1), phase_grad)
         return _unphase_weight(phase_grad, kernel_h, kernel_w)
     if path == "stride2":
-        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1).reshape(n, in_channels, 4, -1)
+        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1, reuse=True).reshape(n, in_channels, 4, -1)
         grads = _padded_planes("grad_rows", grad_out, 0, 0, out_h, out_w + 1)
         grad_weight = np.empty(shape, dtype=x.dtype)
         conv_stride2.weight_grad(planes, grads, groups, out_w + 1, out_h, grad_weight)
@@ -234,11 +235,30 @@ def _scratch(key, shape, dtype):
     if buffer is None:
         if len(buffers) >= 32:          # many shapes (tests): keep memory bounded
             buffers.clear()
+            _local.sources = {}
         buffer = buffers[key] = np.zeros(shape, dtype=dtype)
     return buffer
 
 
-def _padded_planes(name, x, top, left, padded_h, padded_w, images=1):
+def _fill_once(buffer, source, fill, reuse):
+    """fill() the buffer from `source`, unless `reuse` and the buffer was last filled from
+    this very array (a weight gradient right after its forward: the same input in the
+    same layout). The record is a weak reference, so a new array that happens to get a
+    dead one's id is not mistaken for it. The forward always refills: an input changed
+    in place between a forward and its backward would make any gradient wrong anyway
+    (PyTorch refuses it); here the weight gradient then uses the input the forward saw."""
+    sources = getattr(_local, "sources", None)
+    if sources is None:
+        sources = _local.sources = {}
+    key = buffer.ctypes.data, buffer.shape
+    record = sources.get(key)
+    if reuse and record is not None and record() is source:
+        return
+    fill()
+    sources[key] = weakref.ref(source)
+
+
+def _padded_planes(name, x, top, left, padded_h, padded_w, images=1, reuse=False):
     """x copied into zero-padded planes (N, C, padded_h * padded_w + 2), flattened per plane;
     with images > 1, (N / images, C, images * (padded_h * padded_w + 2)): that many
     images' planes side by side, for one flattened sum over all of them.
@@ -249,7 +269,7 @@ def _padded_planes(name, x, top, left, padded_h, padded_w, images=1):
     n, channels, height, width = x.shape
     planes = _scratch(("planes", name, top, left, height, width, padded_w),
                       (n // images, channels, images * (padded_h * padded_w + 2)), x.dtype)
-    conv_direct.pad_planes(x, planes, top, left, padded_w)
+    _fill_once(planes, x, lambda: conv_direct.pad_planes(x, planes, top, left, padded_w), reuse)
     return planes
 
 
@@ -265,13 +285,13 @@ def _images_side_by_side(n, slot):
     return images
 
 
-def _phase_planes(name, x, top, left, rows, width):
+def _phase_planes(name, x, top, left, rows, width, reuse=False):
     """The 4 phases of x zero-padded by (top, left) as planes (N, 4C, rows * width + 2),
     reused per geometry like _padded_planes."""
     n, channels, height, in_width = x.shape
     planes = _scratch(("phases", name, top, left, height, in_width, rows, width),
                       (n, 4 * channels, rows * width + 2), x.dtype)
-    conv_direct.space_to_depth(x, planes, top, left, rows, width)
+    _fill_once(planes, x, lambda: conv_direct.space_to_depth(x, planes, top, left, rows, width), reuse)
     return planes
 
 

@@ -508,30 +508,43 @@ def sum_planes(partial, total):
 def space_to_depth(x, planes, top, left, rows, width):
     """planes[n, c * 4 + a * 2 + b, m * width + j] = xpad[n, c, 2m + a, 2j + b] for m < rows,
     j < width, with xpad = x zero-padded by top rows and left columns. Like pad_planes,
-    only the positions inside x are written: the rest of the reused buffer stays zero."""
+    only the positions inside x are written: the rest of the reused buffer stays zero.
+
+    One pass per input row: its even and odd columns go to the two column phases in one
+    loop, which LLVM vectorises as an interleaved load (a loop per phase reading every
+    other element ran scalar: 1.0 ms for (8, 32, 64, 64), now about 0.4)."""
     n_images, channels, height, in_width = x.shape
+    even_phase, odd_phase = left % 2, 1 - left % 2          # column phase of x columns 2k, 2k + 1
+    even_shift, odd_shift = left // 2, (left + 1) // 2      # and their phase column minus k
+    pairs = max(0, min(in_width // 2, width - odd_shift, width - even_shift))
     for block in prange(n_images * channels):
         n, c = block // channels, block % channels
-        for a in range(2):
-            m_lo = max(0, (top - a + 1) // 2)                 # 2m + a - top >= 0
-            m_hi = min(rows, (height - 1 + top - a) // 2 + 1)
-            for b in range(2):
-                plane = planes[n, c * 4 + a * 2 + b]
-                j_lo = max(0, (left - b + 1) // 2)
-                j_hi = min(width, (in_width - 1 + left - b) // 2 + 1)
-                for m in range(m_lo, m_hi):
-                    source = x[n, c, 2 * m + a - top]
-                    row = plane[m * width:]
-                    for j in range(j_lo, j_hi):
-                        row[j] = source[2 * j + b - left]
+        for y in range(height):
+            a, m = (y + top) % 2, (y + top) // 2
+            if m >= rows:
+                break
+            source = x[n, c, y]
+            evens = planes[n, c * 4 + a * 2 + even_phase, m * width + even_shift:]
+            odds = planes[n, c * 4 + a * 2 + odd_phase, m * width + odd_shift:]
+            for k in range(pairs):
+                evens[k] = source[2 * k]
+                odds[k] = source[2 * k + 1]
+            for column in range(2 * pairs, in_width):        # an odd width's last column; clipped columns
+                j = (column + left) // 2
+                if j < width:
+                    planes[n, c * 4 + a * 2 + (column + left) % 2, m * width + j] = source[column]
 
 
 @njit(cache=True, parallel=True)
 def depth_to_space(phases, top, left, out):
     """out[n, c, y, x] = phases[n, c * 4 + a * 2 + b, m, j] where y + top = 2m + a and
-    x + left = 2j + b; zero where (m, j) falls outside the phase planes."""
+    x + left = 2j + b; zero where (m, j) falls outside the phase planes. Each output row
+    is filled from its two column phases in one interleaving loop (as space_to_depth)."""
     n_images, channels, height, width = out.shape
     rows, columns = phases.shape[2], phases.shape[3]
+    even_phase, odd_phase = left % 2, 1 - left % 2
+    even_shift, odd_shift = left // 2, (left + 1) // 2
+    pairs = max(0, min(width // 2, columns - odd_shift, columns - even_shift))
     for block in prange(n_images * channels):
         n, c = block // channels, block % channels
         for y in range(height):
@@ -540,6 +553,11 @@ def depth_to_space(phases, top, left, out):
             if m >= rows:
                 target[:] = 0
                 continue
-            for x in range(width):
+            evens = phases[n, c * 4 + a * 2 + even_phase, m, even_shift:]
+            odds = phases[n, c * 4 + a * 2 + odd_phase, m, odd_shift:]
+            for k in range(pairs):
+                target[2 * k] = evens[k]
+                target[2 * k + 1] = odds[k]
+            for x in range(2 * pairs, width):
                 j, b = (x + left) // 2, (x + left) % 2
                 target[x] = phases[n, c * 4 + a * 2 + b, m, j] if j < columns else 0

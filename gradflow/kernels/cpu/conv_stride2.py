@@ -18,12 +18,12 @@ def _taps4(phases, weight, o, c, start, width, length, acc):
     """acc[k * CHUNK + q] += sum_ij weight[o + k, c, i, j] * (tap (i, j) of position start + q), k < 4.
 
     phases: the 4 phase planes of one input channel, (4, L)."""
-    e0 = phases[0, start:]               # P00, rows m and m + 1: taps (0,0) (0,2) and (2,0) (2,2)
-    e1 = phases[0, start + width:]
-    f0 = phases[1, start:]               # P01: taps (0,1) and (2,1)
-    f1 = phases[1, start + width:]
-    g0 = phases[2, start:]               # P10: taps (1,0) (1,2)
-    h0 = phases[3, start:]               # P11: tap (1,1)
+    e0 = phases[0, 0, start:]               # P00, rows m and m + 1: taps (0,0) (0,2) and (2,0) (2,2)
+    e1 = phases[0, 0, start + width:]
+    f0 = phases[0, 1, start:]               # P01: taps (0,1) and (2,1)
+    f1 = phases[0, 1, start + width:]
+    g0 = phases[0, 2, start:]               # P10: taps (1,0) (1,2)
+    h0 = phases[0, 3, start:]               # P11: tap (1,1)
     w = weight
     a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
     a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
@@ -51,12 +51,12 @@ def _taps4(phases, weight, o, c, start, width, length, acc):
 
 @njit(cache=True, fastmath=FASTMATH)
 def _taps1(phases, weight, o, c, start, width, length, acc):
-    e0 = phases[0, start:]
-    e1 = phases[0, start + width:]
-    f0 = phases[1, start:]
-    f1 = phases[1, start + width:]
-    g0 = phases[2, start:]
-    h0 = phases[3, start:]
+    e0 = phases[0, 0, start:]
+    e1 = phases[0, 0, start + width:]
+    f0 = phases[0, 1, start:]
+    f1 = phases[0, 1, start + width:]
+    g0 = phases[0, 2, start:]
+    h0 = phases[0, 3, start:]
     w = weight
     a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
     a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
@@ -93,7 +93,7 @@ def conv(phases, weight, bias, groups, width, out):
         for k in range(count):
             acc[k * CHUNK:k * CHUNK + length] = bias[o + k]
         for c in range(in_per_group):
-            planes = phases[n, g * in_per_group + c]
+            planes = phases[n, g * in_per_group + c:]
             if count == 4:
                 _taps4(planes, weight, o, c, start, width, length, acc)
             else:

@@ -174,6 +174,36 @@ def test_reused_buffers_stay_zero_padded():
         np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("stride, size", [((1, 1), 64), ((2, 2), 12)])
+def test_weight_gradient_reuses_the_forward_planes_only_for_the_same_input(stride, size):
+    """The weight gradient skips re-padding its input when the forward just padded that
+    very array into the same buffer; any other array (another input of the same shape in
+    between, a new array after the old one died) is copied in again."""
+    rng = np.random.default_rng(11)
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    args = (stride, ((1, 1), (1, 1)), (1, 1), 1)
+
+    def fresh_weight_grad(x, grad):
+        conv._local.buffers = {}
+        conv._local.sources = {}
+        return conv.conv2d_weight_grad(x, grad, (3, 3), *args)
+
+    x1, x2 = (rng.standard_normal((2, 3, size, size)).astype(np.float32) for _ in range(2))
+    y = conv.conv2d(x1, weight, None, *args)
+    grad = rng.standard_normal(y.shape).astype(np.float32)
+    expected1, expected2 = fresh_weight_grad(x1, grad), fresh_weight_grad(x2, grad)
+    conv.conv2d(x1, weight, None, *args)
+    np.testing.assert_array_equal(conv.conv2d_weight_grad(x1, grad, (3, 3), *args), expected1)
+    conv.conv2d(x1, weight, None, *args)
+    conv.conv2d(x2, weight, None, *args)               # refills the buffer from x2
+    np.testing.assert_array_equal(conv.conv2d_weight_grad(x1, grad, (3, 3), *args), expected1)
+    np.testing.assert_array_equal(conv.conv2d_weight_grad(x2, grad, (3, 3), *args), expected2)
+    conv.conv2d(x2, weight, None, *args)
+    del x2
+    x3 = x1 * 3                                        # a new array, possibly at the dead one's id
+    np.testing.assert_array_equal(conv.conv2d_weight_grad(x3, grad, (3, 3), *args), fresh_weight_grad(x3, grad))
+
+
 def test_direct_kernel_is_vectorised():
     """An unvectorised direct kernel raises no error, it only makes convolutions 5-7x slower.
     (A fresh, uncached compile: cached functions have no assembly to inspect.)"""
