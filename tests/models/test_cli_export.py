@@ -27,12 +27,12 @@ def _images(n, size=16, seed=3):
 
 
 def test_best_safetensors_loads_into_the_pytorch_twin_with_equal_outputs(run_folder):
-    from tests.models.test_fcn import _torch_fcn
+    from bench.workloads.fcn_twin import torch_fcn
     _, run = run_folder
     state = load_checkpoint(run / "best.ckpt", fallback=False)
     ours = model_from_checkpoint(state)
     spec = state["model_spec"]
-    twin = _torch_fcn(spec["num_classes"], spec["width"], spec["norm"])
+    twin = torch_fcn(spec["num_classes"], spec["width"], spec["norm"])
     twin.load_state_dict(safetensors_torch.load_file(str(run / "best.safetensors")), strict=True)
     twin.eval()
     x = _images(3, size=32)     # a multiple of 32: the twin has no pad-and-crop

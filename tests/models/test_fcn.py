@@ -12,6 +12,7 @@ from tests.models.faults import Crash, crash_after
 from tests.models.helpers import assert_same_weights, tiny_config
 
 torch = pytest.importorskip("torch")
+from bench.workloads.fcn_twin import TorchBatchNormReLU, TorchGroupNormReLU, torch_fcn  # noqa: E402
 
 
 # ---- models --------------------------------------------------------------------------------------
@@ -45,22 +46,12 @@ def test_fcn_starts_as_bilinear_fusion():
     assert model.up8.weight.shape == (3, 3, 16, 16)
 
 
-class _TorchGroupNormReLU(torch.nn.GroupNorm):
-    def forward(self, x):
-        return torch.relu(super().forward(x))
-
-
-class _TorchBatchNormReLU(torch.nn.BatchNorm2d):
-    def forward(self, x):
-        return torch.relu(super().forward(x))
-
-
 @pytest.mark.parametrize("norm", ["group", "batch"])
 def test_fused_norm_relu_layers_match_pytorch(norm):
     """Forward, every gradient, and (batch norm) the running statistics in training and eval mode."""
     rng = np.random.default_rng(3)
     ours = GroupNormReLU(2, 4).double() if norm == "group" else BatchNormReLU(4).double()
-    theirs = (_TorchGroupNormReLU(2, 4) if norm == "group" else _TorchBatchNormReLU(4)).double()
+    theirs = (TorchGroupNormReLU(2, 4) if norm == "group" else TorchBatchNormReLU(4)).double()
     with gf.no_grad():
         ours.weight.data[...] = rng.normal(size=4)
         ours.bias.data[...] = rng.normal(size=4)
@@ -83,39 +74,6 @@ def test_fused_norm_relu_layers_match_pytorch(norm):
             np.testing.assert_allclose(np.asarray(ours.state_dict()[name].data), value.numpy(), rtol=1e-12)
 
 
-def _torch_fcn(num_classes, width, norm):
-    """The same architecture written in PyTorch, to load our state_dict by key."""
-    nn = torch.nn
-
-    def block(cin, cout, count):
-        layers = []
-        for i in range(count):
-            norm_layer = _TorchGroupNormReLU(cout, cout) if norm == "group" else _TorchBatchNormReLU(cout)
-            layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False), norm_layer]
-        return nn.Sequential(*layers, nn.MaxPool2d(2))
-
-    class TorchFCN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            w = [width, 2 * width, 4 * width, 8 * width, 8 * width]
-            self.stages = nn.ModuleList(block(i, o, c) for i, o, c in zip([3] + w[:4], w, (2, 2, 2, 2, 2)))
-            self.score8, self.score16, self.score32 = (nn.Conv2d(c, num_classes, 1) for c in (w[2], w[3], w[4]))
-            self.up32 = nn.ConvTranspose2d(num_classes, num_classes, 4, 2, 1, bias=False)
-            self.up16 = nn.ConvTranspose2d(num_classes, num_classes, 4, 2, 1, bias=False)
-            self.up8 = nn.ConvTranspose2d(num_classes, num_classes, 16, 8, 4, bias=False)
-
-        def forward(self, x):
-            feats = []
-            for stage in self.stages:
-                x = stage(x)
-                feats.append(x)
-            s = self.up32(self.score32(feats[4])) + self.score16(feats[3])
-            s = self.up16(s) + self.score8(feats[2])
-            return self.up8(s)
-
-    return TorchFCN()
-
-
 @pytest.mark.parametrize("norm", ["group", "batch"])
 def test_fcn_matches_pytorch_twin(norm):
     """Our FCN's state_dict loads into a PyTorch FCN-8s by key; outputs and input gradients agree (float64)."""
@@ -126,7 +84,7 @@ def test_fcn_matches_pytorch_twin(norm):
         for name, p in model.named_parameters():
             if name.startswith("score"):
                 p.data[...] = rng.normal(0, 0.5, p.shape)
-    twin = _torch_fcn(3, 4, norm).double()
+    twin = torch_fcn(3, 4, norm).double()
     twin.load_state_dict({k: torch.from_numpy(np.asarray(v.data)) for k, v in model.state_dict().items()})
     x = rng.normal(size=(2, 3, 32, 32))
     ours_x = gf.tensor(x, requires_grad=True)
