@@ -9,6 +9,8 @@ import contextlib
 import os
 import threading
 
+import numpy as np
+
 from gradflow import backend
 
 _state = threading.local()
@@ -124,28 +126,32 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
-        raw = []
-        device = None
-        first_tensor = None
+        raw, needs, edges = [], [], []
+        device = first_tensor = None
         record = False
         for arg in args:
             if isinstance(arg, Tensor):
+                data = arg.data
+                arg_device = "cpu" if type(data) is np.ndarray else backend.device_of(data)
                 if device is None:
-                    device, first_tensor = arg.device, arg
-                elif arg.device != device:
+                    device, first_tensor = arg_device, arg
+                elif arg_device != device:
                     raise RuntimeError(
                         f"{cls.__name__}: expected all tensors on the same device, but found "
-                        f"{device} (shape {first_tensor.shape}) and {arg.device} (shape {arg.shape})")
-                raw.append(arg.data)
-                record = record or arg.requires_grad
+                        f"{device} (shape {first_tensor.shape}) and {arg_device} (shape {arg.shape})")
+                raw.append(data)
+                need = arg._requires_grad
+                record = record or need
             else:
                 raw.append(arg)
+                need = False
+            needs.append(need)
+            edges.append(_edge(arg) if need else None)
         record = record and is_grad_enabled()
         if record:
-            needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-            ctx = Context(cls, tuple(_edge(a) if n else None for a, n in zip(args, needs)), needs)
+            ctx = Context(cls, tuple(edges), tuple(needs))
         else:
-            ctx = Context(cls, (), tuple(False for _ in args))
+            ctx = Context(cls, (), (False,) * len(args))
         ctx.device = device or "cpu"
         out = cls.forward(ctx, *raw)   # on arrays: nothing in it can record a graph
         if not isinstance(out, tuple):

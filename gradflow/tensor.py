@@ -88,10 +88,9 @@ class Tensor:
     def size(self, dim=None):
         if dim is None:
             return self.shape
-        from gradflow.ops.reduce import normalize_dim
         if self.ndim == 0:
             raise IndexError(f"size: dim {dim} given but the tensor has no dimensions")
-        return self.shape[normalize_dim(dim, self.ndim, "size")]
+        return self.shape[_reduce.normalize_dim(dim, self.ndim, "size")]
 
     @property
     def dtype(self):
@@ -185,21 +184,19 @@ class Tensor:
         return self.data.__dlpack_device__()
 
     def clone(self):
-        from gradflow.ops import elementwise
-        return elementwise.Clone.apply(self)
+        return _elementwise.Clone.apply(self)
 
     def to(self, device=None, dtype=None):
         """to('cuda'), to(gf.float64), to('cpu', gf.float32): differentiable moves and casts."""
-        from gradflow.ops import elementwise
         if device is not None and not isinstance(device, str):
             device, dtype = None, device
         out = self
         if dtype is not None and np.dtype(dtype) != self.dtype:
-            out = elementwise.Cast.apply(out, np.dtype(dtype))
+            out = _elementwise.Cast.apply(out, np.dtype(dtype))
         if device is not None:
             device = backend.check_device(device)
             if device != out.device:
-                out = elementwise.ToDevice.apply(out, device)
+                out = _elementwise.ToDevice.apply(out, device)
         return out
 
     def cpu(self):
@@ -285,43 +282,43 @@ class Tensor:
 
     # ---- operators ------------------------------------------------------------------
     def __add__(self, other):
-        return _ew().add(self, other)
+        return _elementwise.add(self, other)
 
     def __radd__(self, other):
-        return _ew().add(other, self)
+        return _elementwise.add(other, self)
 
     def __sub__(self, other):
-        return _ew().sub(self, other)
+        return _elementwise.sub(self, other)
 
     def __rsub__(self, other):
-        return _ew().sub(other, self)
+        return _elementwise.sub(other, self)
 
     def __mul__(self, other):
-        return _ew().mul(self, other)
+        return _elementwise.mul(self, other)
 
     def __rmul__(self, other):
-        return _ew().mul(other, self)
+        return _elementwise.mul(other, self)
 
     def __truediv__(self, other):
-        return _ew().div(self, other)
+        return _elementwise.div(self, other)
 
     def __rtruediv__(self, other):
-        return _ew().div(other, self)
+        return _elementwise.div(other, self)
 
     def __pow__(self, other):
-        return _ew().pow(self, other)
+        return _elementwise.pow(self, other)
 
     def __rpow__(self, other):
-        return _ew().pow(other, self)
+        return _elementwise.pow(other, self)
 
     def __matmul__(self, other):
-        return _ew().matmul(self, other)
+        return _elementwise.matmul(self, other)
 
     def __rmatmul__(self, other):
-        return _ew().matmul(other, self)
+        return _elementwise.matmul(other, self)
 
     def __neg__(self):
-        return _ew().Neg.apply(self)
+        return _elementwise.Neg.apply(self)
 
     def __pos__(self):
         return self
@@ -330,93 +327,84 @@ class Tensor:
         return self.abs()
 
     def __lt__(self, other):
-        return _ew().compare("less", self, other)
+        return _elementwise.compare("less", self, other)
 
     def __le__(self, other):
-        return _ew().compare("less_equal", self, other)
+        return _elementwise.compare("less_equal", self, other)
 
     def __gt__(self, other):
-        return _ew().compare("greater", self, other)
+        return _elementwise.compare("greater", self, other)
 
     def __ge__(self, other):
-        return _ew().compare("greater_equal", self, other)
+        return _elementwise.compare("greater_equal", self, other)
 
     def __eq__(self, other):
-        return _ew().compare("equal", self, other)
+        return _elementwise.compare("equal", self, other)
 
     def __ne__(self, other):
-        return _ew().compare("not_equal", self, other)
+        return _elementwise.compare("not_equal", self, other)
 
     __hash__ = object.__hash__
 
     def __getitem__(self, index):
-        from gradflow.ops import shape
-        return shape.getitem(self, index)
+        return _shape.getitem(self, index)
 
     # ---- methods ----------------------------------------------------------------------
     def exp(self):
-        return _ew().Exp.apply(self)
+        return _elementwise.Exp.apply(self)
 
     def log(self):
-        return _ew().Log.apply(self)
+        return _elementwise.Log.apply(self)
 
     def sqrt(self):
-        return _ew().Sqrt.apply(self)
+        return _elementwise.Sqrt.apply(self)
 
     def abs(self):
-        return _ew().Abs.apply(self)
+        return _elementwise.Abs.apply(self)
 
     def relu(self):
-        return _ew().Relu.apply(self)
+        return _elementwise.Relu.apply(self)
 
     def sigmoid(self):
-        return _ew().Sigmoid.apply(self)
+        return _elementwise.Sigmoid.apply(self)
 
     def tanh(self):
-        return _ew().Tanh.apply(self)
+        return _elementwise.Tanh.apply(self)
 
     def clamp(self, min=None, max=None):
-        return _ew().clamp(self, min, max)
+        return _elementwise.clamp(self, min, max)
 
     clip = clamp
 
     def pow(self, exponent):
-        return _ew().pow(self, exponent)
+        return _elementwise.pow(self, exponent)
 
     def matmul(self, other):
-        return _ew().matmul(self, other)
+        return _elementwise.matmul(self, other)
 
     def sum(self, dim=None, keepdim=False):
-        from gradflow.ops import reduce
-        return reduce.sum(self, dim, keepdim)
+        return _reduce.sum(self, dim, keepdim)
 
     def mean(self, dim=None, keepdim=False):
-        from gradflow.ops import reduce
-        return reduce.mean(self, dim, keepdim)
+        return _reduce.mean(self, dim, keepdim)
 
     def max(self, dim=None, keepdim=False):
-        from gradflow.ops import reduce
-        return reduce.max(self, dim, keepdim)
+        return _reduce.max(self, dim, keepdim)
 
     def min(self, dim=None, keepdim=False):
-        from gradflow.ops import reduce
-        return reduce.min(self, dim, keepdim)
+        return _reduce.min(self, dim, keepdim)
 
     def argmax(self, dim=None, keepdim=False):
-        from gradflow.ops import reduce
-        return reduce.argmax(self, dim, keepdim)
+        return _reduce.argmax(self, dim, keepdim)
 
     def argmin(self, dim=None, keepdim=False):
-        from gradflow.ops import reduce
-        return reduce.argmin(self, dim, keepdim)
+        return _reduce.argmin(self, dim, keepdim)
 
     def softmax(self, dim):
-        from gradflow.ops import softmax
-        return softmax.softmax(self, dim)
+        return _softmax.softmax(self, dim)
 
     def log_softmax(self, dim):
-        from gradflow.ops import softmax
-        return softmax.log_softmax(self, dim)
+        return _softmax.log_softmax(self, dim)
 
     def isfinite(self):
         return Tensor(backend.get_array_module(self.data).isfinite(self.data))
@@ -431,8 +419,7 @@ class Tensor:
         return Tensor(self.data.all())
 
     def reshape(self, *shape):
-        from gradflow.ops import shape as shape_ops
-        return shape_ops.reshape(self, *shape)
+        return _shape.reshape(self, *shape)
 
     view = reshape
 
@@ -440,36 +427,25 @@ class Tensor:
         return self.reshape(other.shape)
 
     def permute(self, *dims):
-        from gradflow.ops import shape as shape_ops
-        return shape_ops.permute(self, *dims)
+        return _shape.permute(self, *dims)
 
     def transpose(self, dim0, dim1):
-        from gradflow.ops import shape as shape_ops
-        return shape_ops.transpose(self, dim0, dim1)
+        return _shape.transpose(self, dim0, dim1)
 
     def flatten(self, start_dim=0, end_dim=-1):
-        from gradflow.ops import shape as shape_ops
-        return shape_ops.flatten(self, start_dim, end_dim)
+        return _shape.flatten(self, start_dim, end_dim)
 
     def squeeze(self, dim=None):
-        from gradflow.ops import shape as shape_ops
-        return shape_ops.squeeze(self, dim)
+        return _shape.squeeze(self, dim)
 
     def unsqueeze(self, dim):
-        from gradflow.ops import shape as shape_ops
-        return shape_ops.unsqueeze(self, dim)
+        return _shape.unsqueeze(self, dim)
 
     def expand(self, *shape):
-        from gradflow.ops import shape as shape_ops
-        return shape_ops.expand(self, *shape)
+        return _shape.expand(self, *shape)
 
     def contiguous(self):
         return self
-
-
-def _ew():
-    from gradflow.ops import elementwise
-    return elementwise
 
 
 def raw_index(index):
@@ -482,3 +458,10 @@ def raw_index(index):
 
 
 autograd.Tensor = Tensor
+
+# The ops build on Tensor (they import it from here), so they come after it; Tensor's methods
+# reach them through these module names at call time.
+from gradflow.ops import elementwise as _elementwise  # noqa: E402
+from gradflow.ops import reduce as _reduce  # noqa: E402
+from gradflow.ops import shape as _shape  # noqa: E402
+from gradflow.ops import softmax as _softmax  # noqa: E402

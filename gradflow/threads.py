@@ -69,6 +69,13 @@ def get_num_threads():
     """The number of threads gradflow's CPU kernels use."""
     if _requested is not None:
         return _requested
+    return _default_threads()
+
+
+@functools.lru_cache(maxsize=None)
+def _default_threads():
+    # Read once, as the thread pools themselves read the environment once: every parallel
+    # kernel call asks, and the variables plus the affinity syscall cost ~7 us a time.
     return min(_env_threads() or usable_cores(), pool_size())
 
 
