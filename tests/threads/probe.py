@@ -75,6 +75,12 @@ def pool_norm_cases(results, rng):
     for name, function in (("group_norm", F.group_norm), ("group_norm_relu", group_norm_relu)):
         x, w, b = _tensor(rng, (5, 6, 9, 7)), _tensor(rng, (6,)), _tensor(rng, (6,))
         _record(results, name, function(x, 3, w, b), {"x": x, "w": w, "b": b}, rng)
+    # large enough for the parallel group-norm kernels
+    from gradflow.kernels.cpu.norm import GROUP_PARALLEL_SIZE
+    for name, function in (("group_norm_large", F.group_norm), ("group_norm_relu_large", group_norm_relu)):
+        x, w, b = _tensor(rng, (4, 8, 96, 96)), _tensor(rng, (8,)), _tensor(rng, (8,))
+        assert x.numel() >= GROUP_PARALLEL_SIZE
+        _record(results, name, function(x, 4, w, b), {"x": x, "w": w, "b": b}, rng)
     x = _tensor(rng, (4, 5, 9, 9))
     target = gf.tensor(rng.integers(0, 5, size=(4, 9, 9)))
     loss = F.cross_entropy(x, target)
