@@ -4,10 +4,9 @@ PyTorch's semantics throughout (reductions, weights, ignore_index, label smoothi
 scores sit on dim 1 of an (N, C, d1, ...) input, or dim 0 of a single (C,) sample; the Functions
 see them as (N, C, S) with S the flattened spatial size, and class-index targets as (N, S).
 
-cross_entropy on large CPU inputs runs its per-pixel passes (max, shift, sums over classes,
-the gradient) in gradflow.kernels.cpu.cross_entropy, in parallel pixel blocks; exp stays
-NumPy's there too: an njit loop computing exp ran cross_entropy 2x slower than numpy
-(Numba has no vector exp without SVML). The rest is numpy/cupy array code: on an H100 a
+cross_entropy on large CPU inputs runs its per-pixel passes (max, exp, sums over classes,
+the target's score; the gradient) in gradflow.kernels.cpu.cross_entropy, in pixel blocks,
+with a vectorised exp (gradflow.kernels.cpu.fast_exp). The rest is numpy/cupy array code: on an H100 a
 fused Numba CUDA forward/backward pair beat CuPy's ops forward (0.59 vs 0.78 ms) but lost
 forward+backward (1.63 vs 1.23 ms) to Numba's per-launch argument overhead, at (8, 21, 64, 64).
 """
@@ -44,25 +43,25 @@ class CrossEntropy(Function):
         t2 = target.reshape(n, spatial)
         valid = t2 != ignore_index
         safe_target = xp.where(valid, t2, 0)
-        flat = _target_positions(safe_target, n_classes)
-        if cpu_cross_entropy.worth_it(x3):     # the same passes, in parallel pixel blocks
-            e, shift, shifted_class_sum = cpu_cross_entropy.shifted_scores(x3, weight, bool(smoothing))
-            shift = shift[:, None]
-            xp.exp(e, out=e)
-            sum_exp = cpu_cross_entropy.sum_over_classes(e)
+        flat = None        # the flat target positions: only the array ops need them
+        if cpu_cross_entropy.worth_it(x3):     # the same passes, fused, in parallel pixel blocks
+            e, sum_exp, picked, shifted_class_sum = cpu_cross_entropy.forward(
+                x3, safe_target, weight, bool(smoothing))
         else:
+            flat = _target_positions(safe_target, n_classes)
             shift = x3.max(axis=1, keepdims=True)
             e = x3 - shift
             if smoothing:   # sum_k w_k (x_k - m), taken before e turns into exp(x - m)
                 shifted_class_sum = e.sum(axis=1) if weight is None else xp.matmul(weight, e)
             xp.exp(e, out=e)
             sum_exp = e.sum(axis=1)
+            picked = xp.take(x3, flat) - shift[:, 0]
         log_sum_exp = xp.log(sum_exp)   # lse - m: the large m cancels before any rounding
         if weight is None:
             target_weight, total_weight = valid.astype(x.dtype), n_classes
         else:
             target_weight, total_weight = xp.where(valid, weight[safe_target], 0), weight.sum()
-        loss = (1 - smoothing) * target_weight * (log_sum_exp + (shift[:, 0] - xp.take(x3, flat)))
+        loss = (1 - smoothing) * target_weight * (log_sum_exp - picked)
         if smoothing:
             loss += (smoothing / n_classes) * (total_weight * log_sum_exp - shifted_class_sum)
         loss = xp.where(valid, loss, 0)   # ignored positions contribute exactly 0, even if x is inf

@@ -5,21 +5,24 @@ gradflow.ops.loss.CrossEntropy calls these for inputs of at least KERNEL_SIZE va
 whatever the thread count, so the path and the blocks depend on the shapes alone (serially
 they beat NumPy's array ops from there; in parallel from PARALLEL_SIZE). Every
 pixel's sums over classes run in class order, as NumPy's reductions over axis 1 do, so
-the results are bit-identical at any thread count. exp itself stays with NumPy, on the
-whole array between the two forward kernels: Numba has no vector exp without SVML, and
-its scalar exp measured 2x slower than NumPy's.
+the results are bit-identical at any thread count. The forward is one kernel (max, then
+exp, the sums and the target's score), with exp from gradflow.kernels.cpu.fast_exp: within
+3 ulp (float32) and 1 ulp (float64) of NumPy's, so these paths agree with the array ops to
+rounding, not bit for bit.
 """
 import numpy as np
 from numba import njit, prange
 
 from gradflow import threads
+from gradflow.kernels.cpu.fast_exp import exp_nonpositive
 
 PIXELS = 2048            # pixels per block: C rows of 8 KB (float32), in L2 for any usual C
 KERNEL_SIZE = 1 << 16    # N * C * S below this: NumPy's array ops (as fast there)
-# N * C * S below this: the serial kernels. They pay off in parallel only well above a
-# thread-pool wake-up (~0.1 ms): measured on (16, 21, 128, 128) float32 the max/shift pass
-# took 2.33 ms serial and 1.19 ms on 2 threads, on (8, 21, 64, 64) 0.25 and 0.41 ms.
-PARALLEL_SIZE = 1 << 21
+# N * C * S below this: the serial kernels. Waking the thread pool costs ~0.2 ms here, so
+# they pay off in parallel only above ~0.6M values: the fused forward on 2 threads, float32,
+# measured serial / parallel: (8, 5, 64, 64) 0.14 / 0.32 ms, (8, 21, 64, 64) 0.46 / 0.45 ms,
+# (16, 21, 128, 128) 4.9 / 2.3 ms.
+PARALLEL_SIZE = 1 << 20
 
 
 def _span(block, spatial):
@@ -38,11 +41,12 @@ _block_count = njit(inline="always")(_block_count)
 
 
 @njit(inline="always")
-def _shift_by_max(block, x, weight, shifted, shift, class_sum):
-    """shift = max over classes (NaN wins, as numpy.max), shifted = x - shift, and
-    class_sum = sum_k weight_k * shifted_k (only when class_sum has pixels)."""
+def _forward(block, x, target, weight, e, sum_exp, picked, class_sum):
+    """e = exp(x - max) (max over classes, NaN wins as in numpy.max), sum_exp = sum_k e_k,
+    picked = x_target - max, and class_sum = sum_k weight_k (x_k - max) when class_sum has
+    pixels. Each class row of the block is read twice: for the max, then for the rest."""
     i, start, stop = _span(block, x.shape[2])
-    m = shift[i, start:stop]
+    m = picked[i, start:stop]          # the max until the last loop turns it into picked
     m[:] = x[i, 0, start:stop]
     for k in range(1, x.shape[1]):
         row = x[i, k, start:stop]
@@ -50,28 +54,28 @@ def _shift_by_max(block, x, weight, shifted, shift, class_sum):
             v = row[j]
             if v > m[j] or v != v:
                 m[j] = v
+    total = sum_exp[i, start:stop]
+    total[:] = 0
+    smoothing = class_sum.shape[1] > 0
+    if smoothing:
+        weighted = class_sum[i, start:stop]
+        weighted[:] = 0
     for k in range(x.shape[1]):
-        row, out = x[i, k, start:stop], shifted[i, k, start:stop]
-        for j in range(m.size):
-            out[j] = row[j] - m[j]
-    if class_sum.shape[1]:
-        total = class_sum[i, start:stop]
-        total[:] = 0
-        for k in range(x.shape[1]):
-            row, w = shifted[i, k, start:stop], weight[k]
-            for j in range(total.size):
-                total[j] += w * row[j]
-
-
-@njit(inline="always")
-def _sum_over_classes(block, e, out):
-    i, start, stop = _span(block, e.shape[2])
-    total = out[i, start:stop]
-    total[:] = e[i, 0, start:stop]
-    for k in range(1, e.shape[1]):
-        row = e[i, k, start:stop]
-        for j in range(total.size):
-            total[j] += row[j]
+        row, out = x[i, k, start:stop], e[i, k, start:stop]
+        if smoothing:
+            w = weight[k]
+            for j in range(m.size):
+                d = row[j] - m[j]
+                out[j] = exp_nonpositive(d)
+                total[j] += out[j]
+                weighted[j] += w * d
+        else:
+            for j in range(m.size):
+                out[j] = exp_nonpositive(row[j] - m[j])
+                total[j] += out[j]
+    t = target[i, start:stop]
+    for j in range(m.size):
+        m[j] = x[i, t[j], start + j] - m[j]
 
 
 @njit(inline="always")
@@ -95,28 +99,18 @@ def _softmax_grad(block, e, scale, target, picked, smooth, weight, grad):
 # Each kernel twice: over its blocks in order on the calling thread (one thread: no pool
 # wake-up), and over the same blocks in parallel. Same blocks, same bits.
 
-@njit(cache=True)
-def _shift_by_max_serial(x, weight, shifted, shift, class_sum):
+# fastmath "contract" only: multiply-adds fuse (the exp polynomial runs 1.5x faster), while
+# NaN and inf keep IEEE semantics.
+@njit(cache=True, fastmath={"contract"})
+def _forward_serial(x, target, weight, e, sum_exp, picked, class_sum):
     for block in range(_block_count(x)):
-        _shift_by_max(block, x, weight, shifted, shift, class_sum)
+        _forward(block, x, target, weight, e, sum_exp, picked, class_sum)
 
 
-@njit(cache=True, parallel=True)
-def _shift_by_max_parallel(x, weight, shifted, shift, class_sum):
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def _forward_parallel(x, target, weight, e, sum_exp, picked, class_sum):
     for block in prange(_block_count(x)):
-        _shift_by_max(block, x, weight, shifted, shift, class_sum)
-
-
-@njit(cache=True)
-def _sum_over_classes_serial(e, out):
-    for block in range(_block_count(e)):
-        _sum_over_classes(block, e, out)
-
-
-@njit(cache=True, parallel=True)
-def _sum_over_classes_parallel(e, out):
-    for block in prange(_block_count(e)):
-        _sum_over_classes(block, e, out)
+        _forward(block, x, target, weight, e, sum_exp, picked, class_sum)
 
 
 @njit(cache=True)
@@ -142,8 +136,7 @@ def _pick(serial, parallel):
     return run
 
 
-shift_by_max_kernel = _pick(_shift_by_max_serial, _shift_by_max_parallel)
-sum_over_classes_kernel = _pick(_sum_over_classes_serial, _sum_over_classes_parallel)
+forward_kernel = _pick(_forward_serial, _forward_parallel)
 softmax_grad_kernel = _pick(_softmax_grad_serial, _softmax_grad_parallel)
 
 
@@ -152,21 +145,17 @@ def worth_it(x3):
     return type(x3) is np.ndarray and x3.size >= KERNEL_SIZE and x3.dtype.kind == "f"
 
 
-def shifted_scores(x3, weight, with_class_sum):
-    """(x - max, max (N, S), sum_k w_k (x_k - max) (N, S) or None); weight None: all 1."""
+def forward(x3, target, weight, with_class_sum):
+    """(exp(x - max) (N, C, S), sum_k exp(x_k - max), x_target - max, and
+    sum_k w_k (x_k - max) or None) for scores x3 (N, C, S) and class indices target (N, S),
+    each within [0, C); weight None: all 1."""
     n, n_classes, spatial = x3.shape
     x3 = np.ascontiguousarray(x3)
-    shifted, shift = np.empty_like(x3), np.empty((n, spatial), x3.dtype)
+    e, sum_exp, picked = np.empty_like(x3), np.empty((n, spatial), x3.dtype), np.empty((n, spatial), x3.dtype)
     class_sum = np.empty((n, spatial) if with_class_sum else (n, 0), x3.dtype)
     w = np.ones(n_classes, x3.dtype) if weight is None else np.ascontiguousarray(weight, dtype=x3.dtype)
-    shift_by_max_kernel(x3, w, shifted, shift, class_sum)
-    return shifted, shift, (class_sum if with_class_sum else None)
-
-
-def sum_over_classes(e):
-    out = np.empty((e.shape[0], e.shape[2]), e.dtype)
-    sum_over_classes_kernel(e, out)
-    return out
+    forward_kernel(x3, np.ascontiguousarray(target), w, e, sum_exp, picked, class_sum)
+    return e, sum_exp, picked, (class_sum if with_class_sum else None)
 
 
 def softmax_grad(e, scale, target, picked, smooth, weight):
