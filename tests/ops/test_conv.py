@@ -63,14 +63,20 @@ def _maybe_int(draw, pair):
 
 
 @st.composite
-def conv2d_direct(draw):
-    """3x3 stride 1: the direct kernels, incl. blocks of 4 output channels plus a tail."""
+def conv2d_3x3(draw):
+    """3x3 stride 1: small outputs take the GEMM path, wider ones (one or two rows of more
+    than GEMM_PIXELS) the direct kernels, incl. blocks of 4 output channels plus a tail."""
     groups = draw(st.integers(1, 2))
     per_group_in, per_group_out = draw(st.integers(1, 2)), draw(st.integers(1, 6))
     padding = draw(st.sampled_from([0, 1, 2, (0, 2), (2, 1), "same"]))
     pads = {"same": (1, 1)}.get(padding, padding if isinstance(padding, tuple) else (padding, padding))
-    size = tuple(max(1, 3 - 2 * p) + draw(st.integers(0, 3)) for p in pads)
-    x = draw(arrays((draw(st.integers(1, 2)), groups * per_group_in) + size))
+    size = [max(1, 3 - 2 * p) + draw(st.integers(0, 3)) for p in pads]
+    n = draw(st.integers(1, 2))
+    if draw(st.booleans()):     # the direct kernels
+        size = [max(1, 3 - 2 * pads[0]) + draw(st.integers(0, 1)),
+                cpu_conv.GEMM_PIXELS + 3 - 2 * pads[1] + draw(st.integers(0, 2))]
+        n = 1
+    x = draw(arrays((n, groups * per_group_in) + tuple(size)))
     weight = draw(arrays((groups * per_group_out, per_group_in, 3, 3)))
     bias = draw(arrays((groups * per_group_out,))) if draw(st.booleans()) else None
     return Sample((x, weight, bias), dict(padding=padding, groups=groups), grad=_grad_subset(draw, bias is not None))
@@ -113,7 +119,7 @@ def conv_transpose2d_general(draw, kernels=st.integers(1, 5), strides=st.integer
 
 
 CONV2D_SAMPLES = st.one_of(
-    conv2d_general(), conv2d_direct(), conv2d_pointwise(),
+    conv2d_general(), conv2d_3x3(), conv2d_pointwise(),
     conv2d_general(kernels=st.sampled_from([3, 4]), strides=st.just(2), dilations=st.just(1), max_channels=5),
 )                                                   # the last: the stride-2 space-to-depth paths
 CONV_TRANSPOSE2D_SAMPLES = st.one_of(

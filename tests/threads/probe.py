@@ -36,14 +36,15 @@ def _record(results, name, out, inputs, rng):
 
 
 def conv_cases(results, rng):
-    """Every conv path: 3x3 stride 1 (4x4 bands with rows and channels left over, and
-    the flattened kernel), grouped, stride 2 phases, 4x4 stride-2 transposed, im2col
+    """Every conv path: 3x3 stride 1 (4x4 bands with rows and channels left over, the
+    flattened kernel, and small images as GEMMs in 3 chunks of images), grouped, stride 2 phases, 4x4 stride-2 transposed, im2col
     (5x5 dilated), 1x1, and float64."""
     cases = {   # name: (x shape, weight shape, dtype, conv2d kwargs)
         "conv3x3_bands": ((3, 5, 18, 16), (6, 5, 3, 3), np.float32, dict(padding=1)),
         "conv3x3_flat": ((3, 5, 9, 10), (7, 5, 3, 3), np.float32, dict(padding=1)),
         "conv3x3_groups": ((2, 4, 9, 10), (6, 2, 3, 3), np.float32, dict(padding=1, groups=2)),
         "conv3x3_small_batch": ((9, 3, 6, 6), (5, 3, 3, 3), np.float32, dict(padding=1)),
+        "conv3x3_gemm_chunks": ((40, 32, 8, 8), (6, 32, 3, 3), np.float32, dict(padding=1)),
         "conv3x3_stride2": ((3, 5, 17, 20), (6, 5, 3, 3), np.float32, dict(padding=1, stride=2)),
         "conv5x5_columns": ((2, 3, 12, 12), (4, 3, 5, 5), np.float32, dict(padding=2, dilation=2)),
         "conv1x1": ((2, 6, 8, 8), (4, 6, 1, 1), np.float32, {}),

@@ -1,5 +1,5 @@
 """CPU convolution kernels: im2col/col2im against a direct definition, and every fast
-path (direct 3x3, 1x1 matmul) against the general im2col path it replaces."""
+path (direct 3x3, GEMM of small images, 1x1 matmul) against the general im2col path it replaces."""
 import re
 
 import numba
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from gradflow.kernels.cpu import conv, conv_direct
+from gradflow.kernels.cpu import conv, conv_direct, conv_gemm
 from gradflow.kernels.cpu import im2col as columns
 
 
@@ -72,25 +72,30 @@ def general_path_only(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape, out_channels, groups, padding", [
-    ((2, 5, 9, 8), 9, 1, ((1, 1), (1, 1))),       # 2 blocks of 4 channels + a tail of 1
-    ((1, 4, 6, 7), 6, 2, ((0, 0), (2, 2))),       # groups, 3 channels each (tail only)
-    ((2, 3, 5, 4), 8, 1, ((2, 0), (0, 1))),       # asymmetric padding ('same' with even kernels)
-    ((1, 6, 4, 4), 6, 6, ((1, 1), (1, 1))),       # depthwise
-    ((1, 2, 3, 2046), 4, 1, ((1, 1), (1, 1))),    # the widest direct case: one row per chunk
-    ((1, 2, 40, 30), 5, 1, ((1, 1), (1, 1))),     # several row chunks
-    ((2, 8, 9, 16), 10, 2, ((1, 1), (1, 1))),     # 4x4 bands (width a vector multiple) + row and channel tails
-    ((1, 4, 70, 32), 8, 2, ((1, 1), (1, 1))),     # bands over two chunks, the second partial, + 2 tail rows
-    ((3, 4, 32, 32), 4, 1, ((1, 1), (1, 1))),     # 2 whole images per chunk of bands, then 1
+@pytest.mark.parametrize("shape, out_channels, groups, padding, path", [
+    ((2, 5, 9, 8), 9, 1, ((1, 1), (1, 1)), "direct"),       # 2 blocks of 4 channels + a tail of 1
+    ((1, 2, 3, 2046), 4, 1, ((1, 1), (1, 1)), "direct"),    # the widest direct case: one row per chunk
+    ((1, 2, 40, 30), 5, 1, ((1, 1), (1, 1)), "direct"),     # several row chunks
+    ((2, 8, 9, 16), 10, 2, ((1, 1), (1, 1)), "direct"),     # 4x4 bands (width a vector multiple) + row and channel tails
+    ((1, 4, 70, 32), 8, 2, ((1, 1), (1, 1)), "direct"),     # bands over two chunks, the second partial, + 2 tail rows
+    ((3, 4, 32, 32), 4, 1, ((1, 1), (1, 1)), "direct"),     # 2 whole images per chunk of bands, then 1
+    ((1, 4, 6, 7), 6, 2, ((0, 0), (2, 2)), "gemm"),         # small images: groups, 3 channels each
+    ((2, 3, 5, 4), 8, 1, ((2, 0), (0, 1)), "gemm"),         # asymmetric padding ('same' with even kernels)
+    ((1, 6, 4, 4), 6, 6, ((1, 1), (1, 1)), "gemm"),         # depthwise
+    ((5, 6, 8, 8), 7, 1, ((1, 1), (1, 1)), "gemm"),         # the largest GEMM_PIXELS output
 ])
-def test_direct_3x3_matches_general_path(monkeypatch, shape, out_channels, groups, padding, dtype):
+@pytest.mark.parametrize("chunk_bytes", [None, 1])           # 1: one image per chunk, chunks across threads
+def test_3x3_stride1_paths_match_general_path(monkeypatch, shape, out_channels, groups, padding, path, dtype,
+                                              chunk_bytes):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape).astype(dtype)
     weight = rng.standard_normal((out_channels, shape[1] // groups, 3, 3)).astype(dtype)
     bias = rng.standard_normal(out_channels).astype(dtype)
     args = ((1, 1), padding, (1, 1), groups)
     out_hw = (shape[2] + sum(padding[0]) - 2, shape[3] + sum(padding[1]) - 2)
-    assert conv._path((3, 3), (1, 1), padding, (1, 1), out_hw) == "direct"    # the path under test is taken
+    assert conv._path((3, 3), (1, 1), padding, (1, 1), out_hw) == path    # the path under test is taken
+    if chunk_bytes:
+        monkeypatch.setattr(conv_gemm, "CHUNK_BYTES", chunk_bytes)
     fast = run_all(x, weight, bias, *args)
     general_path_only(monkeypatch)
     reference = run_all(x, weight, bias, *args)
@@ -98,6 +103,14 @@ def test_direct_3x3_matches_general_path(monkeypatch, shape, out_channels, group
     for got, expected in zip(fast, reference):
         assert got.dtype == dtype
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
+
+
+def test_gemm_chunks_cover_the_batch_evenly():
+    assert conv_gemm.chunks(16, conv_gemm.CHUNK_BYTES // 3) == [(0, 3), (3, 3), (6, 3), (9, 3), (12, 2), (14, 2)]
+    assert conv_gemm.chunks(7, conv_gemm.CHUNK_BYTES // 3) == [(0, 3), (3, 2), (5, 2)]
+    assert conv_gemm.chunks(5, 10 * conv_gemm.CHUNK_BYTES) == [(n, 1) for n in range(5)]
+    assert conv_gemm.chunks(4, 1) == [(0, 4)]
+    assert conv_gemm.chunks(0, 1) == []
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
