@@ -109,10 +109,9 @@ def worker(args):
     settings = Settings.make(args.device, args.quick, threads, probes=not args.no_probes)
     if args.repeats:
         settings.repeats = args.repeats
-    if args.device == "cuda":
-        import gradflow
-        if not gradflow.cuda.is_available():
-            raise SystemExit(f"--device cuda: no usable GPU: {gradflow.cuda.why_unavailable()}")
+    import gradflow    # before anything starts Numba's pool: gradflow picks its threading layer
+    if args.device == "cuda" and not gradflow.cuda.is_available():
+        raise SystemExit(f"--device cuda: no usable GPU: {gradflow.cuda.why_unavailable()}")
     import torch
     torch.set_num_threads(threads)
     from bench.machine import describe

@@ -33,7 +33,7 @@ def test_arrays_and_metadata(tmp_path):
 
 def test_model_weights_load_into_the_pytorch_twin_with_equal_outputs(tmp_path):
     from models.fcn import FCN
-    from tests.models.test_fcn import _torch_fcn
+    from bench.workloads.fcn_twin import torch_fcn
     gf.manual_seed(3)
     model = FCN(3, width=4, norm="batch")
     rng = np.random.default_rng(1)
@@ -48,7 +48,7 @@ def test_model_weights_load_into_the_pytorch_twin_with_equal_outputs(tmp_path):
     path = tmp_path / "fcn.safetensors"
     gf.save_safetensors(model.state_dict(), path)
 
-    twin = _torch_fcn(3, 4, "batch")
+    twin = torch_fcn(3, 4, "batch")
     missing, unexpected = twin.load_state_dict(safetensors_torch.load_file(str(path)), strict=True)
     assert not missing and not unexpected
     twin.eval()
