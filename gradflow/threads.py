@@ -12,12 +12,14 @@ or OMP_NUM_THREADS, else NUMBA_NUM_THREADS, when set. Numba's pool is started wi
 NUMBA_NUM_THREADS threads (by default the usable cores), which is therefore the most
 set_num_threads accepts.
 
-Numba's threading layer is set to "workqueue": it ships inside every Numba wheel, so
-parallel kernels run after a plain `pip install` on any machine (the "omp" layer needs
-the system's libgomp, "tbb" the tbb package). Set NUMBA_THREADING_LAYER to choose
-another. The workqueue pool may be entered by one Python thread at a time; gradflow's
-host functions hold KERNEL_LOCK around their parallel kernels, so several Python
-threads may still use gradflow at once (their kernels then take turns).
+Numba's threading layer is "omp" where it loads (it needs the GNU OpenMP runtime,
+libgomp, which most Linux systems have), else "workqueue", which ships inside every Numba
+wheel, so parallel kernels run after a plain `pip install` on any machine. workqueue wakes
+its pool slowly: a step of the small FCN-bench at batch 1 took 3x as long on it as on omp,
+even at 1 thread. Set NUMBA_THREADING_LAYER to choose another. The workqueue pool may be
+entered by one Python thread at a time; gradflow's host functions hold KERNEL_LOCK
+around their parallel kernels, so several Python threads may still use gradflow at once
+(their kernels then take turns).
 
 Results do not depend on the thread count: every parallel kernel cuts its work into
 blocks whose size is fixed by the shapes alone, and adds partial sums in a fixed order.
@@ -26,7 +28,7 @@ import functools
 import os
 import threading
 
-THREADING_LAYER = "workqueue"
+THREADING_LAYERS = ["omp", "workqueue", "tbb"]    # the first that loads (Numba wants all three named)
 KERNEL_LOCK = threading.RLock()
 
 _requested = None        # set by set_num_threads; None: the default from the environment
@@ -104,7 +106,9 @@ def configure():
     thread. Called once, by gradflow.kernels.cpu when it is imported."""
     from numba.core import config
     if not os.environ.get("NUMBA_THREADING_LAYER"):
-        config.THREADING_LAYER = THREADING_LAYER
+        config.THREADING_LAYER = "default"
+        if not os.environ.get("NUMBA_THREADING_LAYER_PRIORITY"):
+            config.THREADING_LAYER_PRIORITY = list(THREADING_LAYERS)
     _hold_blas_to_one_thread()
 
 

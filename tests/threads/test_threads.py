@@ -1,5 +1,7 @@
 """gf.set_num_threads / gf.get_num_threads, as torch's: the default from the process's
 usable cores or OMP_NUM_THREADS / NUMBA_NUM_THREADS; BLAS held to one thread."""
+import ctypes
+import ctypes.util
 import os
 import subprocess
 import sys
@@ -48,16 +50,27 @@ every_blas = sorted({p["num_threads"] for p in threadpool_info() if p["user_api"
 print(gf.get_num_threads(), numba.get_num_threads(), numpy_blas(), every_blas)
 """
     first, second = _in_subprocess(code, NUMBA_NUM_THREADS="3").splitlines()
-    assert first == "2 2 [1] workqueue"
+    assert first == f"2 2 [1] {_expected_layer()}"
     assert second == "1 1 [1] [1]"
 
 
-def test_threading_layer_is_workqueue_unless_the_env_names_one(monkeypatch):
+def _expected_layer():
+    """omp where the GNU OpenMP runtime loads, else workqueue."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("gomp") or "libgomp.so.1")
+        return "omp"
+    except OSError:
+        return "workqueue"
+
+
+def test_threading_layer_is_omp_then_workqueue_unless_the_env_names_one(monkeypatch):
     from numba.core import config
     monkeypatch.setattr(config, "THREADING_LAYER", "default")
+    monkeypatch.setattr(config, "THREADING_LAYER_PRIORITY", ["tbb", "omp", "workqueue"])
     monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
+    monkeypatch.delenv("NUMBA_THREADING_LAYER_PRIORITY", raising=False)
     threads.configure()
-    assert config.THREADING_LAYER == "workqueue"
+    assert (config.THREADING_LAYER, config.THREADING_LAYER_PRIORITY) == ("default", ["omp", "workqueue", "tbb"])
     monkeypatch.setattr(config, "THREADING_LAYER", "omp")        # what Numba reads from the variable
     monkeypatch.setenv("NUMBA_THREADING_LAYER", "omp")
     threads.configure()
