@@ -126,3 +126,15 @@ def parallel(host):
                 numba.set_num_threads(n)
             return host(*args, **kwargs)
     return run
+
+
+def by_size(serial_kernel, parallel_kernel, min_size):
+    """A host function that runs parallel_kernel (as `parallel` does) when its first argument
+    has at least min_size values and more than one thread is allowed, else serial_kernel,
+    which needs no thread pool wake-up. The two must compute the same bits."""
+    parallel_kernel = parallel(parallel_kernel)
+
+    def run(first, *args):
+        use_threads = first.size >= min_size and get_num_threads() > 1
+        return (parallel_kernel if use_threads else serial_kernel)(first, *args)
+    return run

@@ -125,19 +125,9 @@ def _softmax_grad_parallel(e, scale, target, picked, smooth, weight, grad):
         _softmax_grad(block, e, scale, target, picked, smooth, weight, grad)
 
 
-def _pick(serial, parallel):
-    """The parallel kernel (at gradflow's thread count) for scores (the first argument) of
-    PARALLEL_SIZE values or more when more than one thread is allowed, else the serial one."""
-    parallel = threads.parallel(parallel)
-
-    def run(scores, *args):
-        use_threads = scores.size >= PARALLEL_SIZE and threads.get_num_threads() > 1
-        return (parallel if use_threads else serial)(scores, *args)
-    return run
-
-
-forward_kernel = _pick(_forward_serial, _forward_parallel)
-softmax_grad_kernel = _pick(_softmax_grad_serial, _softmax_grad_parallel)
+# scores (the first argument) of PARALLEL_SIZE values or more run in parallel
+forward_kernel = threads.by_size(_forward_serial, _forward_parallel, PARALLEL_SIZE)
+softmax_grad_kernel = threads.by_size(_softmax_grad_serial, _softmax_grad_parallel, PARALLEL_SIZE)
 
 
 def worth_it(x3):

@@ -148,7 +148,7 @@ def batch_norm_backward(grad, x, mean, invstd, weight, training, relu_output=Non
 #
 # One block per (sample, group), in the same order on any thread. Each kernel exists
 # twice, as in cross_entropy.py: the blocks in order on the calling thread, and the same
-# blocks in prange; _pick chooses by size alone, so both give the same bits.
+# blocks in prange; threads.by_size chooses by size alone, so both give the same bits.
 
 @njit(inline="always")
 def _group_span(block, groups, channels):
@@ -264,20 +264,11 @@ def _group_norm_backward_parallel(grad, x, groups, mean, invstd, weight, output,
     _add_over_samples(sums_g, sums_gx, grad_weight, grad_bias)
 
 
-def _pick(serial, parallel):
-    """The parallel kernel (at gradflow's thread count) for inputs (the first argument) of
-    GROUP_PARALLEL_SIZE values or more when more than one thread is allowed, else the
-    serial one, which needs no thread pool wake-up."""
-    parallel = threads.parallel(parallel)
-
-    def run(first, *args):
-        use_threads = first.size >= GROUP_PARALLEL_SIZE and threads.get_num_threads() > 1
-        return (parallel if use_threads else serial)(first, *args)
-    return run
-
-
-_group_norm_forward = _pick(_group_norm_forward_serial, _group_norm_forward_parallel)
-_group_norm_backward = _pick(_group_norm_backward_serial, _group_norm_backward_parallel)
+# inputs (the first argument) of GROUP_PARALLEL_SIZE values or more run in parallel
+_group_norm_forward = threads.by_size(_group_norm_forward_serial, _group_norm_forward_parallel,
+                                      GROUP_PARALLEL_SIZE)
+_group_norm_backward = threads.by_size(_group_norm_backward_serial, _group_norm_backward_parallel,
+                                       GROUP_PARALLEL_SIZE)
 
 
 def group_norm_forward(x, num_groups, weight, bias, eps, relu=False):
