@@ -72,8 +72,8 @@ def thread_info():
     info = {}
     try:
         import numba
-        info["numba_threads"] = numba.get_num_threads()
-        info["numba_threading_layer"] = numba.config.THREADING_LAYER
+        info["numba_threads"] = numba.get_num_threads()    # starts the pool, so the layer is known
+        info["numba_threading_layer"] = numba.threading_layer()
     except ImportError:
         pass
     try:
