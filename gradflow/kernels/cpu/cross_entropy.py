@@ -18,11 +18,13 @@ from gradflow.kernels.cpu.fast_exp import exp_nonpositive
 
 PIXELS = 2048            # pixels per block: C rows of 8 KB (float32), in L2 for any usual C
 KERNEL_SIZE = 1 << 16    # N * C * S below this: NumPy's array ops (as fast there)
-# N * C * S below this: the serial kernels. Waking the thread pool costs ~0.2 ms here, so
-# they pay off in parallel only above ~0.6M values: the fused forward on 2 threads, float32,
-# measured serial / parallel: (8, 5, 64, 64) 0.14 / 0.32 ms, (8, 21, 64, 64) 0.46 / 0.45 ms,
-# (16, 21, 128, 128) 4.9 / 2.3 ms.
-PARALLEL_SIZE = 1 << 20
+# N * C * S below this: the serial kernels. On Numba's omp layer the pool wakes in
+# microseconds and the blocks pay off in parallel from about 0.1M values: float32 on the
+# 2-vCPU AMD EPYC (Zen 4), 2 threads, serial / parallel forward: (8, 5, 64, 64) 0.12 /
+# 0.06 ms, (8, 21, 64, 64) 0.40 / 0.19-0.30 ms; softmax gradient 0.05 / 0.03 ms and
+# 0.18 / 0.10-0.13 ms. (On the workqueue layer a wake-up costs ~0.2 ms, which made the
+# parallel forward no faster than the serial one up to ~0.7M values.)
+PARALLEL_SIZE = 1 << 17
 
 
 def _span(block, spatial):

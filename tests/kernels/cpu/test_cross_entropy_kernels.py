@@ -9,6 +9,7 @@ from numba import njit
 
 import gradflow as gf
 import gradflow.functional as F
+from gradflow import threads
 from gradflow.kernels.cpu import cross_entropy as kernels
 from gradflow.kernels.cpu.fast_exp import exp_nonpositive
 
@@ -89,23 +90,36 @@ def test_small_inputs_keep_the_array_ops():
 
 
 def test_parallel_kernels_on_large_scores_with_threads_give_the_serial_bits(monkeypatch):
-    """With the parallel threshold lowered to the test size, 2 threads run the parallel
-    compilations; they give the serial ones' bits."""
+    """With the parallel kernels chosen at any size, 2 threads run them; they give the
+    serial ones' bits."""
     import gradflow as gf
     from numba import config
     if config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has one thread here (NUMBA_NUM_THREADS=1)")
     x, target, weight, upstream = _inputs(5, np.float32, seed=3)
     options = dict(weight=True, label_smoothing=0.1, ignore_index=255)
+    ran = []
+
+    def always_parallel(serial, parallel):
+        def spy(*args):
+            ran.append(parallel)
+            return parallel(*args)
+        return threads.by_size(serial, spy, 0)
+
     previous = gf.get_num_threads()
     try:
         gf.set_num_threads(1)
         serial = _run(x, target, weight, upstream, options, True, monkeypatch)
-        monkeypatch.setattr(kernels, "PARALLEL_SIZE", kernels.KERNEL_SIZE)
+        assert not ran
+        monkeypatch.setattr(kernels, "forward_kernel", always_parallel(kernels._forward_serial,
+                                                                       kernels._forward_parallel))
+        monkeypatch.setattr(kernels, "softmax_grad_kernel", always_parallel(kernels._softmax_grad_serial,
+                                                                            kernels._softmax_grad_parallel))
         gf.set_num_threads(2)
         parallel = _run(x, target, weight, upstream, options, True, monkeypatch)
     finally:
         gf.set_num_threads(previous)
+    assert ran == [kernels._forward_parallel, kernels._softmax_grad_parallel]
     assert serial[0].tobytes() == parallel[0].tobytes() and serial[1].tobytes() == parallel[1].tobytes()
 
 
