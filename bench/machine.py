@@ -8,7 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ENV_KEYS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
             "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_THREADING_LAYER", "GLIBC_TUNABLES",
-            "NUMBA_CACHE_DIR", "GRADFLOW_DEVICE", "CUDA_VISIBLE_DEVICES")
+            "NUMBA_CACHE_DIR", "GRADFLOW_DEVICE", "CUDA_VISIBLE_DEVICES",
+            "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")      # PyTorch held to AVX2, say
 
 
 def cpu_model():
