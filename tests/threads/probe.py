@@ -37,8 +37,9 @@ def _record(results, name, out, inputs, rng):
 
 def conv_cases(results, rng):
     """Every conv path: 3x3 stride 1 (4x4 bands with rows and channels left over, the
-    flattened kernel, and small images as GEMMs in 3 chunks of images), grouped, stride 2 phases, 4x4 stride-2 transposed, im2col
-    (5x5 dilated), 1x1, and float64."""
+    flattened kernel, and small images as GEMMs in 3 chunks of images), grouped, stride 2
+    phases, 4x4 stride-2 and 16x16 stride-8 transposed, im2col (5x5 dilated), 1x1, and
+    float64."""
     cases = {   # name: (x shape, weight shape, dtype, conv2d kwargs)
         "conv3x3_bands": ((3, 5, 18, 16), (6, 5, 3, 3), np.float32, dict(padding=1)),
         "conv3x3_flat": ((3, 5, 9, 10), (7, 5, 3, 3), np.float32, dict(padding=1)),
@@ -59,6 +60,9 @@ def conv_cases(results, rng):
     _record(results, "linear", F.linear(x, w, b), {"x": x, "w": w, "b": b}, rng)
     x, w = _tensor(rng, (2, 5, 8, 8)), _tensor(rng, (5, 3, 4, 4))
     _record(results, "conv_transpose4x4_stride2", F.conv_transpose2d(x, w, stride=2, padding=1),
+            {"x": x, "w": w}, rng)
+    x, w = _tensor(rng, (3, 4, 8, 8)), _tensor(rng, (4, 4, 16, 16))
+    _record(results, "conv_transpose16x16_stride8", F.conv_transpose2d(x, w, stride=8, padding=4),
             {"x": x, "w": w}, rng)
     x, w = _tensor(rng, (2, 4, 7, 7)), _tensor(rng, (4, 3, 3, 3))
     _record(results, "conv_transpose3x3_stride2", F.conv_transpose2d(x, w, stride=2, padding=1,

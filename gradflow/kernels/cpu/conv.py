@@ -16,8 +16,9 @@ development machine (single thread, forward+backward of the bench/ conv workload
   * 3x3, stride 1, dilation 1, padding <= 2: direct kernels (conv_direct), 2.9x faster
     than im2col + BLAS; for outputs of at most GEMM_PIXELS pixels, one GEMM per chunk
     of images (conv_gemm), 1.7-2.8x faster than the direct kernels there;
-  * 4x4, stride 2 (conv_transpose2d k4 s2 p1 and its adjoint): a 2x2 direct conv over
-    the 4 space-to-depth phases of the input, 2x faster than im2col + BLAS;
+  * 2s x 2s, stride s (conv_transpose2d k4 s2 p1, k16 s8 p4 and their adjoints): a 2x2
+    direct conv over the s * s space-to-depth phases of the input (conv_phases), 2x
+    faster than im2col + BLAS at k4 s2;
   * 3x3, stride 2: direct kernels on the same phases (conv_stride2), 1.2x faster;
   * everything else: im2col / col2im (Numba) around NumPy's matmul, a few images at a
     time so the column buffer stays cache-sized, laid out so that a chunk is one GEMM.
@@ -37,7 +38,7 @@ import numpy as np
 from gradflow.kernels.conv_common import (add_bias, is_pointwise, output_size, pointwise_conv2d,
                                            pointwise_conv_transpose2d, pointwise_weight_grad)
 from gradflow.threads import parallel
-from gradflow.kernels.cpu import conv_direct, conv_gemm, conv_stride2, im2col as columns
+from gradflow.kernels.cpu import conv_direct, conv_gemm, conv_phases, conv_stride2, im2col as columns
 
 COLUMN_BYTES = 2 << 20       # im2col buffer per chunk of images (about the L2 size)
 IMAGES_SLOT = 8192           # 3x3 weight gradient: images side by side up to this many plane elements
@@ -67,12 +68,12 @@ def conv2d(x, weight, bias, stride, padding, dilation, groups):
                        width + left + right, out)
         return out
     if path == "phases":
-        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1)
-        conv_direct.conv(planes, _phase_weight(weight), _bias_or_zeros(bias, out_channels, x.dtype), groups,
-                         out_w + 1, out)
+        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1, stride[0])
+        conv_direct.conv(planes, conv_phases.phase_weight(weight, stride[0]),
+                         _bias_or_zeros(bias, out_channels, x.dtype), groups, out_w + 1, out)
         return out
     if path == "stride2":
-        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1).reshape(n, x.shape[1], 4, -1)
+        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1, 2).reshape(n, x.shape[1], 4, -1)
         conv_stride2.conv(planes, weight, _bias_or_zeros(bias, out_channels, x.dtype), groups, out_w + 1, out)
         return out
     chunk, per_group = _column_chunk(x, (kernel_h, kernel_w), groups, out_h * out_w)
@@ -114,11 +115,12 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
     if path == "phases":
         # the full 2x2 correlation of the gradient with the phase weights is the gradient
         # of every phase plane; depth_to_space puts the phases back into the image
+        factor = stride[0]
         planes = _padded_planes("grad", x, 1, 1, in_h + 2, in_w + 2)
-        phases = _scratch(("phase_grad",), (n, 4 * channels, in_h + 1, in_w + 1), x.dtype)
-        conv_direct.conv(planes, _flip_weight(_phase_weight(weight), groups), np.zeros(4 * channels, x.dtype),
-                         groups, in_w + 2, phases)
-        conv_direct.depth_to_space(phases, top, left, out)
+        phases = _scratch(("phase_grad",), (n, factor * factor * channels, in_h + 1, in_w + 1), x.dtype)
+        conv_direct.conv(planes, _flip_weight(conv_phases.phase_weight(weight, factor), groups),
+                         np.zeros(phases.shape[1], x.dtype), groups, in_w + 2, phases)
+        conv_phases.depth_to_space(phases, factor, top, left, out)
         return add_bias(out, bias)
     if path == "stride2":
         planes = _padded_planes("grad", x, 1, 1, in_h + 2, in_w + 2)
@@ -166,13 +168,14 @@ def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups
         planes = _padded_planes("x", x, top, left, height + top + bottom, padded_w, reuse=True)
         return conv_gemm.weight_grad(planes, grad_out, kernel_hw, groups, padded_w)
     if path == "phases":
-        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1, reuse=True)
+        factor = stride[0]
+        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1, factor, reuse=True)
         grads = _padded_planes("grad_rows", grad_out, 0, 0, out_h, out_w + 1)
-        phase_grad = np.empty((out_channels, 4 * per_group_in, 2, 2), dtype=x.dtype)
+        phase_grad = np.empty((out_channels, factor * factor * per_group_in, 2, 2), dtype=x.dtype)
         conv_direct.weight_grad(planes, grads, 0, groups, out_w + 1, out_h * (out_w + 1), phase_grad)
-        return _unphase_weight(phase_grad, kernel_h, kernel_w)
+        return conv_phases.unphase_weight(phase_grad, factor, kernel_h, kernel_w)
     if path == "stride2":
-        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1, reuse=True).reshape(n, in_channels, 4, -1)
+        planes = _phase_planes("x", x, top, left, out_h + 1, out_w + 1, 2, reuse=True).reshape(n, in_channels, 4, -1)
         grads = _padded_planes("grad_rows", grad_out, 0, 0, out_h, out_w + 1)
         grad_weight = np.empty(shape, dtype=x.dtype)
         conv_stride2.weight_grad(planes, grads, groups, out_w + 1, out_h, grad_weight)
@@ -191,7 +194,6 @@ def conv2d_weight_grad(x, grad_out, kernel_hw, stride, padding, dilation, groups
 
 # ---- paths ---------------------------------------------------------------------------
 
-PHASE_KERNELS = ((4, 4),)     # stride-2 kernels run as 2x2 convs over the 4 input phases
 GEMM_PIXELS = 8 * 8          # 3x3 stride 1 up to this output size: conv_gemm
 
 
@@ -205,7 +207,7 @@ def _path(kernel_hw, stride, padding, dilation, out_hw):
     if (kernel_hw == (3, 3) and stride == (1, 1) and all(p <= 2 for pads in padding for p in pads)
             and out_hw[1] + 2 <= conv_direct.CHUNK):
         return "gemm" if out_hw[0] * out_hw[1] <= GEMM_PIXELS else "direct"
-    if kernel_hw in PHASE_KERNELS and stride == (2, 2) and out_hw[1] + 2 <= conv_direct.CHUNK:
+    if stride[0] == stride[1] >= 2 and kernel_hw == (2 * stride[0],) * 2 and out_hw[1] + 2 <= conv_direct.CHUNK:
         return "phases"
     if kernel_hw == (3, 3) and stride == (2, 2) and out_hw[1] + 2 <= conv_stride2.PHASE_CHUNK:
         return "stride2"
@@ -217,22 +219,6 @@ def _flip_weight(weight, groups):
     out_channels, per_group_in, kernel_h, kernel_w = weight.shape
     w = weight.reshape(groups, out_channels // groups, per_group_in, kernel_h, kernel_w)[:, :, :, ::-1, ::-1]
     return np.ascontiguousarray(w.transpose(0, 2, 1, 3, 4)).reshape(groups * per_group_in, -1, kernel_h, kernel_w)
-
-
-def _phase_weight(weight):
-    """(O, C, KH, KW), KH, KW <= 4 -> (O, 4C, 2, 2): [o, c * 4 + a * 2 + b, u, v] = weight[o, c, 2u + a, 2v + b]."""
-    out_channels, channels, kernel_h, kernel_w = weight.shape
-    padded = np.zeros((out_channels, channels, 4, 4), dtype=weight.dtype)
-    padded[:, :, :kernel_h, :kernel_w] = weight
-    phases = padded.reshape(out_channels, channels, 2, 2, 2, 2).transpose(0, 1, 3, 5, 2, 4)   # (o, c, a, b, u, v)
-    return np.ascontiguousarray(phases).reshape(out_channels, 4 * channels, 2, 2)
-
-
-def _unphase_weight(phase_weight, kernel_h, kernel_w):
-    """The inverse of _phase_weight (so it maps a phase-weight gradient to the weight gradient)."""
-    out_channels, channels = phase_weight.shape[0], phase_weight.shape[1] // 4
-    w = phase_weight.reshape(out_channels, channels, 2, 2, 2, 2).transpose(0, 1, 4, 2, 5, 3)  # (o, c, u, a, v, b)
-    return np.ascontiguousarray(w.reshape(out_channels, channels, 4, 4)[:, :, :kernel_h, :kernel_w])
 
 
 def _bias_or_zeros(bias, channels, dtype):
@@ -301,13 +287,13 @@ def _images_side_by_side(n, slot):
     return images
 
 
-def _phase_planes(name, x, top, left, rows, width, reuse=False):
-    """The 4 phases of x zero-padded by (top, left) as planes (N, 4C, rows * width + 2),
-    reused per geometry like _padded_planes."""
+def _phase_planes(name, x, top, left, rows, width, factor, reuse=False):
+    """The factor**2 phases of x zero-padded by (top, left) as planes
+    (N, factor**2 C, rows * width + 2), reused per geometry like _padded_planes."""
     n, channels, height, in_width = x.shape
-    planes = _scratch(("phases", name, top, left, height, in_width, rows, width),
-                      (n, 4 * channels, rows * width + 2), x.dtype)
-    _fill_once(planes, x, lambda: conv_direct.space_to_depth(x, planes, top, left, rows, width), reuse)
+    planes = _scratch(("phases", name, factor, top, left, height, in_width, rows, width),
+                      (n, factor * factor * channels, rows * width + 2), x.dtype)
+    _fill_once(planes, x, lambda: conv_phases.space_to_depth(x, planes, factor, top, left, rows, width), reuse)
     return planes
 
 

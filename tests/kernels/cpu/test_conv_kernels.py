@@ -144,6 +144,50 @@ def test_stride2_paths_match_general_path(monkeypatch, shape, out_channels, grou
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
 
 
+@st.composite
+def phase_geometries(draw):
+    """A 2s x 2s kernel with stride s (any padding, groups, odd sizes), and an image size for
+    the transposed convolution that may carry output_padding rows and columns."""
+    factor = draw(st.sampled_from([2, 3, 4, 8]))
+    kernel = 2 * factor
+    groups = draw(st.integers(1, 2))
+    channels, out_channels = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 5))
+    padding = tuple((draw(st.integers(0, kernel - 1)), draw(st.integers(0, kernel - 1))) for _ in range(2))
+    size = tuple(max(1, kernel - sum(p)) + draw(st.integers(0, 2 * factor + 3)) for p in padding)
+    y_hw = tuple(conv.output_size(d, kernel, factor, p, 1) for d, p in zip(size, padding))
+    image_hw = tuple(d + draw(st.integers(0, factor - 1)) for d in size)
+    image_hw = tuple(i if conv.output_size(i, kernel, factor, p, 1) == y else d
+                     for i, d, p, y in zip(image_hw, size, padding, y_hw))
+    shape = (draw(st.integers(1, 2)), channels) + size
+    return factor, shape, out_channels, groups, padding, y_hw, image_hw, draw(st.integers(0, 2**16))
+
+
+@given(phase_geometries())
+def test_phase_path_matches_general_path_at_any_stride(geometry):
+    """conv2d, conv_transpose2d and the weight gradient of 2s x 2s kernels at stride s (FCN's
+    upsamplers: k4 s2, k16 s8) on the s * s phases, against im2col + BLAS."""
+    factor, shape, out_channels, groups, padding, y_hw, image_hw, seed = geometry
+    rng = np.random.default_rng(seed)
+    kernel = 2 * factor
+    x = rng.standard_normal(shape)
+    weight = rng.standard_normal((out_channels, shape[1] // groups, kernel, kernel))
+    bias, image_bias = rng.standard_normal(out_channels), rng.standard_normal(shape[1])
+    grad = rng.standard_normal((shape[0], out_channels) + y_hw)
+    args = ((factor, factor), padding, (1, 1), groups)
+    assert conv._path((kernel, kernel), (factor, factor), padding, (1, 1), y_hw) == "phases"
+
+    def all_three():
+        return (conv.conv2d(x, weight, bias, *args), conv.conv_transpose2d(grad, weight, image_bias, *args, image_hw),
+                conv.conv2d_weight_grad(x, grad, (kernel, kernel), *args))
+    fast = all_three()
+    with pytest.MonkeyPatch.context() as patch:
+        general_path_only(patch)
+        reference = all_three()
+    for got, expected in zip(fast, reference):
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("stride, groups", [((1, 1), 1), ((2, 3), 2)])
 def test_pointwise_matches_general_path_and_never_uses_im2col(monkeypatch, stride, groups):
     rng = np.random.default_rng(2)
