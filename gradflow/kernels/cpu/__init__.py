@@ -32,5 +32,22 @@ def _prefer_full_vectors():
         config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
 
 
+def _wide_vectors():
+    """Whether Numba's code for this process has 512-bit vectors (and AVX-512's 32 vector
+    registers): the target's feature list, as Numba passes it to LLVM, has AVX-512 and no
+    256-bit preference. The 4x4-band convolution depends on it (conv_direct.BANDS)."""
+    from numba.core import config
+    features = config.CPU_FEATURES
+    if features is None:                # Numba's default: the host's features
+        import llvmlite.binding as llvm
+        try:
+            features = llvm.get_host_cpu_features().flatten()
+        except RuntimeError:
+            return False
+    flags = set(features.split(","))
+    return "+avx512f" in flags and "+prefer-256-bit" not in flags
+
+
 _prefer_full_vectors()
+WIDE_VECTORS = _wide_vectors()
 threads.configure()

@@ -15,8 +15,8 @@ FMA peak of one core. What makes them fast, each point measured:
 * The loop over q is innermost and holds all taps of 4 output channels: every input
   vector load feeds 4 fused multiply-adds, and LLVM vectorises it with 512-bit FMAs
   (2 or 3 channels per pass: no faster; 512-bit beat 256-bit vectors here).
-* Where the output width is a multiple of the vector length, 4 output rows x 4 channels
-  per pass instead (_taps4x4, inner loop over the columns of one row): each input vector
+* Where the output width is a multiple of the vector length, in 512-bit code (BANDS), 4
+  output rows x 4 channels per pass instead (_taps4x4, inner loop over the columns of one row): each input vector
   load feeds up to 12 FMAs and 16 independent sums hide the FMA latency (forward 5.2 ->
   3.4 ms; 2x4 or 4x2 outputs per pass: 3.8-4.1 ms; 8x4: no faster).
 * The accumulators of a pass live in ONE scratch array at compile-time-constant
@@ -37,9 +37,17 @@ two channel axes swapped; gradflow.kernels.cpu.conv prepares both.
 import numpy as np
 from numba import njit, prange
 
+from gradflow.kernels.cpu import WIDE_VECTORS
+
 FASTMATH = {"contract", "reassoc", "nsz"}
 CHUNK = 2048     # accumulator length per output channel: 4 x 2048 float32 = 32 KB stays in L1; 1024 was 3-12% slower
 SLAB = 512       # _taps4x4 accumulator per (channel, row of the band): 16 x 512 float32 = 32 KB; 1024 was 30% slower
+# The 4x4 bands keep 16 vector sums live: with AVX-512's 32 registers they beat the
+# flattened kernels (forward 1 thread, AMD EPYC Zen 4: (8,32,64,64) -> 32 7.0 vs 7.8 ms);
+# compiled for AVX2 (16 registers) the sums spill and they lost to them on every shape
+# measured there (10.3 vs 9.1 ms; (32,64,16,16) -> 64 10.5 vs 9.8 ms; 4 channels x 2 rows
+# per pass was slower still). So they run only in 512-bit code.
+BANDS = WIDE_VECTORS
 
 
 @njit(cache=True, parallel=True)
@@ -139,7 +147,6 @@ def _taps1(plane, weight, o, c, start, width, length, acc):
                    + a5 * r1[q + 2] + a6 * r2[q] + a7 * r2[q + 1] + a8 * r2[q + 2])
 
 
-@njit(cache=True, fastmath=FASTMATH)
 def conv(planes, weight, bias, groups, width, out):
     """out[n, o, y, x] = bias[o] + sum_{c in o's group, i, j} weight[o, c, i, j] * plane_c[(y + i) * width + x + j].
 
@@ -147,15 +154,16 @@ def conv(planes, weight, bias, groups, width, out):
     planes of row pitch `width` <= CHUNK, L >= (OH + K - 1) * width + K - 1; weight
     (O, C / groups, K, K); out (N, O, OH, OW) with OW = width - K + 1.
 
-    3x3 with the output width a multiple of the 512-bit vector length: whole blocks of 4
-    channels x 4 rows go through _taps4x4 (forward at (8,32,64,64) -> 32: 5.2 -> 3.4 ms),
-    the rows and channels left over through the flattened kernels. Other widths take
-    the flattened kernels only: _taps4x4's scalar remainder columns made widths 17-28
-    up to 1.5x slower, widths 4-12 were 1.2-1.5x slower."""
+    3x3 with the output width a multiple of the 512-bit vector length, where the code has
+    512-bit vectors (BANDS): whole blocks of 4 channels x 4 rows go through _taps4x4
+    (forward at (8,32,64,64) -> 32: 5.2 -> 3.4 ms), the rows and channels left over
+    through the flattened kernels. Other widths take the flattened kernels only:
+    _taps4x4's scalar remainder columns made widths 17-28 up to 1.5x slower, widths 4-12
+    were 1.2-1.5x slower."""
     out_h, out_w = out.shape[2], out.shape[3]
     out_per_group = out.shape[1] // groups
     banded_rows = banded_channels = 0
-    if weight.shape[2] == 3 and 0 < out_w <= SLAB and out_w % (64 // planes.itemsize) == 0:
+    if BANDS and weight.shape[2] == 3 and 0 < out_w <= SLAB and out_w % (64 // planes.itemsize) == 0:
         banded_rows, banded_channels = out_h - out_h % 4, out_per_group - out_per_group % 4
         if banded_rows > 0 and banded_channels > 0:
             _conv_bands(planes, weight, bias, groups, width, banded_rows, banded_channels, out)

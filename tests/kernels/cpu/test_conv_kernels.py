@@ -85,8 +85,9 @@ def general_path_only(monkeypatch):
     ((5, 6, 8, 8), 7, 1, ((1, 1), (1, 1)), "gemm"),         # the largest GEMM_PIXELS output
 ])
 @pytest.mark.parametrize("chunk_bytes", [None, 1])           # 1: one image per chunk, chunks across threads
+@pytest.mark.parametrize("bands", [True, False])             # the 4x4 bands of 512-bit code, or flattened only
 def test_3x3_stride1_paths_match_general_path(monkeypatch, shape, out_channels, groups, padding, path, dtype,
-                                              chunk_bytes):
+                                              chunk_bytes, bands):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape).astype(dtype)
     weight = rng.standard_normal((out_channels, shape[1] // groups, 3, 3)).astype(dtype)
@@ -96,6 +97,7 @@ def test_3x3_stride1_paths_match_general_path(monkeypatch, shape, out_channels, 
     assert conv._path((3, 3), (1, 1), padding, (1, 1), out_hw) == path    # the path under test is taken
     if chunk_bytes:
         monkeypatch.setattr(conv_gemm, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv_direct, "BANDS", bands)
     fast = run_all(x, weight, bias, *args)
     general_path_only(monkeypatch)
     reference = run_all(x, weight, bias, *args)

@@ -1,5 +1,6 @@
 """The CPU kernels' compile target: full-width vectors on AVX-512 hosts unless the user
-chose a target (gradflow.kernels.cpu._prefer_full_vectors)."""
+chose a target (gradflow.kernels.cpu._prefer_full_vectors), and whether the code it gives
+has 512-bit vectors (_wide_vectors)."""
 import pytest
 from numba.core import config
 
@@ -38,3 +39,18 @@ def test_a_target_chosen_by_the_user_is_left_alone(fresh_config, variable, value
                          lambda: FakeFeatures(avx2=True, avx512f=True))
     cpu._prefer_full_vectors()
     assert config.CPU_FEATURES is None
+
+
+@pytest.mark.parametrize("cpu_features, host_avx512, wide", [
+    (None, True, True),                                   # Numba's default target: the host's features
+    (None, False, False),
+    ("+avx2,+fma,+avx512f,-prefer-256-bit", True, True),  # what _prefer_full_vectors sets
+    ("+avx2,+fma,+avx512f,+prefer-256-bit", True, False),
+    ("", True, False),                                    # NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= (AVX2 code)
+    ("+neon", False, False),
+])
+def test_wide_vectors_follow_the_compile_target(fresh_config, cpu_features, host_avx512, wide):
+    fresh_config.setattr(config, "CPU_FEATURES", cpu_features)
+    fresh_config.setattr("llvmlite.binding.get_host_cpu_features",
+                         lambda: FakeFeatures(avx2=True, fma=True, avx512f=host_avx512))
+    assert cpu._wide_vectors() is wide
