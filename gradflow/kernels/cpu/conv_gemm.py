@@ -17,36 +17,39 @@ Measured at batch 16, forward+backward, direct -> here (Intel Xeon, AVX-512), 1 
 12.1 -> 7.1 ms; 2 threads: 12.2 -> 10.1, 7.1 -> 3.9, 9.6 -> 6.6 ms. At 16x16 it was no
 faster on 1 thread and slower on 2, hence conv.GEMM_PIXELS = 64.
 
-Threads: BLAS runs on one thread (gradflow.threads), so the chunks themselves run in
-parallel, each on one Python thread (the copies release the GIL, as does NumPy's
-matmul). The chunks are fixed by the shapes, and the weight gradient adds the chunks'
-products in chunk order, so the bits do not depend on the thread count.
+Threads: the chunks are fixed by the shapes and run in parallel, each GEMM on one thread
+(BLAS is held to one, gradflow.threads): in a prange loop that calls BLAS itself where
+gradflow.kernels.cpu.blas found it, else on Python threads around NumPy's matmul (the
+copies release the GIL, as does matmul). The weight gradient adds the chunks' products in
+chunk order, so the bits do not depend on the thread count.
 """
 import concurrent.futures
 import threading
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from gradflow import threads
+from gradflow.kernels.cpu import blas
 
 CHUNK_BYTES = 1 << 20    # cols per chunk: in L2 next to the weights; several chunks keep 2+ threads busy
 _pools = {}
 _pools_lock = threading.Lock()
-_local = threading.local()      # each thread's column buffer, reused: fresh pages cost ~0.2 ms per MB
+_local = threading.local()      # each thread's buffers, reused: fresh pages cost ~0.2 ms per MB
 
 
 @njit(cache=True, nogil=True)
 def planes_to_columns(planes, kernel_h, kernel_w, width, out_h, out_w, cols):
-    """cols[(c * kernel_h + i) * kernel_w + j, n, oy * out_w + ox] = planes[n, c, (oy + i) * width + ox + j]."""
+    """cols[(c * kernel_h + i) * kernel_w + j, (n * out_h + oy) * out_w + ox] = planes[n, c, (oy + i) * width + ox + j]."""
     n_images, channels = planes.shape[0], planes.shape[1]
+    pixels = out_h * out_w
     for row in range(channels * kernel_h * kernel_w):
         c = row // (kernel_h * kernel_w)
         i = row // kernel_w % kernel_h
         j = row % kernel_w
         for n in range(n_images):
             source = planes[n, c]
-            target = cols[row, n]
+            target = cols[row, n * pixels:]
             for oy in range(out_h):
                 s = source[(oy + i) * width + j:]
                 t = target[oy * out_w:]
@@ -67,6 +70,130 @@ def chunks(n_images, per_image_bytes):
     return [(int(n0), m) for n0, m in zip(starts, sizes)]
 
 
+def _buffer(name, shape, dtype):
+    """A scratch array of this shape from the calling thread's buffer `name` (grown as needed)."""
+    size = int(np.prod(shape))
+    buffer = getattr(_local, name, None)
+    if buffer is None or buffer.size < size or buffer.dtype != dtype:
+        buffer = np.empty(size, dtype=dtype)
+        setattr(_local, name, buffer)
+    return buffer[:size].reshape(shape)
+
+
+def _chunk_starts(n_images, per_image_bytes):
+    return np.array([n0 for n0, _ in chunks(n_images, per_image_bytes)] + [n_images], dtype=np.int64)
+
+
+# ---- chunks on Numba's threads, BLAS called from the kernel --------------------------------
+
+@njit(cache=True, parallel=True)
+def _conv_chunks(gemm, planes, weight, bias, kernel_h, kernel_w, width, starts, cols, product, out):
+    """out = bias + the convolution, one GEMM per group per chunk of images [starts[i],
+    starts[i + 1]); weight (groups, O / groups, rows per group); cols and product: scratch of
+    (chunks, rows, most images * pixels) and (chunks, O, most images * pixels)."""
+    groups, out_per_group, rows = weight.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    pixels = out_h * out_w
+    for chunk in prange(starts.size - 1):
+        n0, m = starts[chunk], starts[chunk + 1] - starts[chunk]
+        c = cols[chunk, :, :m * pixels]
+        p = product[chunk, :, :m * pixels]
+        planes_to_columns(planes[n0:n0 + m], kernel_h, kernel_w, width, out_h, out_w, c)
+        for g in range(groups):
+            blas.gemm(gemm, weight[g], c[g * rows:(g + 1) * rows], p[g * out_per_group:(g + 1) * out_per_group], False)
+        for n in range(m):
+            for o in range(out.shape[1]):
+                source = p[o, n * pixels:]
+                for y in range(out_h):
+                    target = out[n0 + n, o, y]
+                    for x in range(out_w):
+                        target[x] = source[y * out_w + x] + bias[o]
+
+
+@njit(cache=True, parallel=True)
+def _weight_grad_chunks(gemm, planes, grads, kernel_h, kernel_w, width, out_w, starts, cols, folded, partial, total):
+    """total (groups, O / groups, rows per group) = sum over chunks, in chunk order, of the
+    chunk's grad_out (O, m * pixels) @ cols.T; grads (N, O, pixels); cols, folded, partial:
+    scratch of (chunks, C * KH * KW, most * pixels), (chunks, O, most * pixels), (chunks,) + total.shape."""
+    groups, out_per_group, rows = total.shape
+    pixels = grads.shape[2]
+    for chunk in prange(starts.size - 1):
+        n0, m = starts[chunk], starts[chunk + 1] - starts[chunk]
+        c = cols[chunk, :, :m * pixels]
+        f = folded[chunk, :, :m * pixels]
+        planes_to_columns(planes[n0:n0 + m], kernel_h, kernel_w, width, pixels // out_w, out_w, c)
+        for o in range(grads.shape[1]):
+            for n in range(m):
+                f[o, n * pixels:(n + 1) * pixels] = grads[n0 + n, o]
+        for g in range(groups):
+            blas.gemm(gemm, f[g * out_per_group:(g + 1) * out_per_group], c[g * rows:(g + 1) * rows],
+                      partial[chunk, g], True)
+    total[:] = partial[0]
+    for chunk in range(1, starts.size - 1):
+        total += partial[chunk]
+
+
+# ---- the host functions ------------------------------------------------------------------
+
+def conv(planes, weight, bias, groups, width, out):
+    """out (N, O, OH, OW) = bias + the stride-1 convolution of the padded planes (N, C, L),
+    row pitch `width`, with weight (O, C / groups, KH, KW)."""
+    n, out_channels, out_h, out_w = out.shape
+    kernel_h, kernel_w = weight.shape[2:]
+    rows_per_group = weight.shape[1] * kernel_h * kernel_w
+    w = weight.reshape(groups, out_channels // groups, rows_per_group)
+    per_image = groups * rows_per_group * out_h * out_w * planes.itemsize
+    gemm = blas.GEMM_ADDRESSES.get(planes.dtype)
+    if gemm is not None:
+        starts = _chunk_starts(n, per_image)
+        most = int(np.diff(starts).max()) * out_h * out_w if n else 0
+        chunk_count = starts.size - 1
+        _conv_chunks(gemm, planes, w, bias, kernel_h, kernel_w, width, starts,
+                     _buffer("cols", (chunk_count, groups * rows_per_group, most), planes.dtype),
+                     _buffer("product", (chunk_count, out_channels, most), planes.dtype), out)
+        return
+    bias = bias.reshape(out_channels, 1)
+
+    def chunk(n0, m):
+        cols = _columns(planes[n0:n0 + m], weight.shape[2:], width, (out_h, out_w))
+        product = np.matmul(w, cols.reshape(groups, rows_per_group, -1)).reshape(out_channels, m, -1)
+        np.add(product.transpose(1, 0, 2), bias, out=out[n0:n0 + m].reshape(m, out_channels, -1))
+
+    _run([lambda n0=n0, m=m: chunk(n0, m) for n0, m in chunks(n, per_image)])
+
+
+def weight_grad(planes, grad_out, kernel_hw, groups, width):
+    """The weight gradient (O, C / groups, KH, KW) of conv for the padded input planes (N, C, L)."""
+    n, out_channels, out_h, out_w = grad_out.shape
+    channels = planes.shape[1]
+    rows_per_group = channels // groups * kernel_hw[0] * kernel_hw[1]
+    per_image = channels * kernel_hw[0] * kernel_hw[1] * out_h * out_w * planes.itemsize
+    total = np.zeros((groups, out_channels // groups, rows_per_group), dtype=planes.dtype)
+    gemm = blas.GEMM_ADDRESSES.get(planes.dtype)
+    if gemm is not None and n:
+        starts = _chunk_starts(n, per_image)
+        most = int(np.diff(starts).max()) * out_h * out_w
+        chunk_count = starts.size - 1
+        _weight_grad_chunks(gemm, planes, grad_out.reshape(n, out_channels, -1), kernel_hw[0], kernel_hw[1], width,
+                            out_w, starts, _buffer("cols", (chunk_count, groups * rows_per_group, most), planes.dtype),
+                            _buffer("product", (chunk_count, out_channels, most), planes.dtype),
+                            _buffer("partial", (chunk_count,) + total.shape, planes.dtype), total)
+        return total.reshape(out_channels, channels // groups, *kernel_hw)
+
+    def chunk(n0, m):
+        cols = _columns(planes[n0:n0 + m], kernel_hw, width, (out_h, out_w))
+        g = np.ascontiguousarray(grad_out[n0:n0 + m].reshape(m, out_channels, -1).transpose(1, 0, 2))
+        return np.matmul(g.reshape(groups, out_channels // groups, -1),
+                         cols.reshape(groups, rows_per_group, -1).transpose(0, 2, 1))
+
+    parts = _run([lambda n0=n0, m=m: chunk(n0, m) for n0, m in chunks(n, per_image)])
+    for part in parts:          # in chunk order, whatever thread made each
+        total += part
+    return total.reshape(out_channels, channels // groups, *kernel_hw)
+
+
+# ---- the fallback: chunks on Python threads around NumPy's matmul ------------------------
+
 def _run(tasks):
     """Run the callables, in parallel on up to get_num_threads() threads; their results in order."""
     workers = min(threads.get_num_threads(), len(tasks))
@@ -81,47 +208,6 @@ def _run(tasks):
 
 def _columns(planes, kernel_hw, width, out_hw):
     rows = planes.shape[1] * kernel_hw[0] * kernel_hw[1]
-    size = rows * planes.shape[0] * out_hw[0] * out_hw[1]
-    buffer = getattr(_local, "cols", None)
-    if buffer is None or buffer.size < size or buffer.dtype != planes.dtype:
-        buffer = _local.cols = np.empty(size, dtype=planes.dtype)
-    cols = buffer[:size].reshape(rows, planes.shape[0], out_hw[0] * out_hw[1])
+    cols = _buffer("thread_cols", (rows, planes.shape[0] * out_hw[0] * out_hw[1]), planes.dtype)
     planes_to_columns(planes, kernel_hw[0], kernel_hw[1], width, out_hw[0], out_hw[1], cols)
-    return cols.reshape(rows, -1)
-
-
-def conv(planes, weight, bias, groups, width, out):
-    """out (N, O, OH, OW) = bias + the stride-1 convolution of the padded planes (N, C, L),
-    row pitch `width`, with weight (O, C / groups, KH, KW)."""
-    n, out_channels, out_h, out_w = out.shape
-    rows_per_group = weight.shape[1] * weight.shape[2] * weight.shape[3]
-    w = weight.reshape(groups, out_channels // groups, rows_per_group)
-    bias = bias.reshape(out_channels, 1)
-
-    def chunk(n0, m):
-        cols = _columns(planes[n0:n0 + m], weight.shape[2:], width, (out_h, out_w))
-        product = np.matmul(w, cols.reshape(groups, rows_per_group, -1)).reshape(out_channels, m, -1)
-        np.add(product.transpose(1, 0, 2), bias, out=out[n0:n0 + m].reshape(m, out_channels, -1))
-
-    per_image = groups * rows_per_group * out_h * out_w * planes.itemsize
-    _run([lambda n0=n0, m=m: chunk(n0, m) for n0, m in chunks(n, per_image)])
-
-
-def weight_grad(planes, grad_out, kernel_hw, groups, width):
-    """The weight gradient (O, C / groups, KH, KW) of conv for the padded input planes (N, C, L)."""
-    n, out_channels, out_h, out_w = grad_out.shape
-    channels = planes.shape[1]
-    rows_per_group = channels // groups * kernel_hw[0] * kernel_hw[1]
-
-    def chunk(n0, m):
-        cols = _columns(planes[n0:n0 + m], kernel_hw, width, (out_h, out_w))
-        g = np.ascontiguousarray(grad_out[n0:n0 + m].reshape(m, out_channels, -1).transpose(1, 0, 2))
-        return np.matmul(g.reshape(groups, out_channels // groups, -1),
-                         cols.reshape(groups, rows_per_group, -1).transpose(0, 2, 1))
-
-    per_image = channels * kernel_hw[0] * kernel_hw[1] * out_h * out_w * planes.itemsize
-    parts = _run([lambda n0=n0, m=m: chunk(n0, m) for n0, m in chunks(n, per_image)])
-    total = np.zeros((groups, out_channels // groups, rows_per_group), dtype=planes.dtype)
-    for part in parts:          # in chunk order, whatever thread made each
-        total += part
-    return total.reshape(out_channels, channels // groups, *kernel_hw)
+    return cols

@@ -107,6 +107,28 @@ def test_3x3_stride1_paths_match_general_path(monkeypatch, shape, out_channels, 
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, out_channels, groups", [((5, 6, 8, 8), 7, 1), ((3, 6, 4, 5), 9, 3)])
+def test_gemm_chunks_through_numpy_when_kernels_cannot_call_blas(monkeypatch, shape, out_channels, groups, dtype):
+    """Where gradflow.kernels.cpu.blas finds no BLAS to call from a kernel, the chunks run on
+    Python threads around NumPy's matmul, with the same results."""
+    from gradflow.kernels.cpu import blas
+    assert blas.GEMM_ADDRESSES, "NumPy's bundled OpenBLAS was not found: the in-kernel GEMMs go untested"
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(dtype)
+    weight = rng.standard_normal((out_channels, shape[1] // groups, 3, 3)).astype(dtype)
+    bias = rng.standard_normal(out_channels).astype(dtype)
+    args = ((1, 1), ((1, 1), (1, 1)), (1, 1), groups)
+    assert conv._path((3, 3), (1, 1), args[1], (1, 1), shape[2:]) == "gemm"
+    monkeypatch.setattr(conv_gemm, "CHUNK_BYTES", 1)              # one image per chunk
+    in_kernels = run_all(x, weight, bias, *args)
+    monkeypatch.setattr(blas, "GEMM_ADDRESSES", {})
+    through_numpy = run_all(x, weight, bias, *args)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for got, expected in zip(through_numpy, in_kernels):
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
+
+
 def test_gemm_chunks_cover_the_batch_evenly():
     assert conv_gemm.chunks(16, conv_gemm.CHUNK_BYTES // 3) == [(0, 3), (3, 3), (6, 3), (9, 3), (12, 2), (14, 2)]
     assert conv_gemm.chunks(7, conv_gemm.CHUNK_BYTES // 3) == [(0, 3), (3, 2), (5, 2)]
