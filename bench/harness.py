@@ -3,6 +3,14 @@
 Timing rule: gradflow and PyTorch are measured in the same process, interleaved
 (A B A B ...), after warm-up, each sample closed by a device synchronisation on
 both sides, so drift and noise from the shared machine hit both sides alike.
+
+With more than one CPU thread, each sample starts SPIN_SETTLE_S after the previous one,
+then makes one untimed call of its own: both engines run on GNU OpenMP pools whose workers
+spin after every parallel region (measured: 7-10 ms of CPU time after one convolution, in
+either engine) before they sleep. Back to back, the spinning workers of one engine took a
+core from the other's next sample; after a plain pause, each sample paid for waking its
+own pool from sleep (on this VM up to ~3 ms for a tiny op). The untimed call wakes it, so
+a sample sees what a program running one engine sees: its own pool warm, no other.
 """
 import dataclasses
 import gc
@@ -97,7 +105,14 @@ def _calibrate(fn, sync, min_sample_s):
     return min(10_000, max(1, math.ceil(min_sample_s / max(single, 1e-7))))
 
 
-def _sample(fn, sync, inner):
+SPIN_SETTLE_S = 0.02
+
+
+def _sample(fn, sync, inner, settle_s=0.0):
+    if settle_s:
+        time.sleep(settle_s)
+        fn()
+        sync()
     gc.collect()
     t0 = time.perf_counter()
     for _ in range(inner):
@@ -127,10 +142,11 @@ def _time_pair(pair, settings, sync_gf, sync_torch):
         sync_torch()
     inner_gf = _calibrate(pair.gradflow, sync_gf, settings.min_sample_s)
     inner_torch = _calibrate(pair.torch, sync_torch, settings.min_sample_s)
+    settle_s = SPIN_SETTLE_S if settings.device == "cpu" and settings.threads > 1 else 0.0
     gf_times, torch_times = [], []
     for _ in range(settings.repeats):
-        gf_times.append(_sample(pair.gradflow, sync_gf, inner_gf))
-        torch_times.append(_sample(pair.torch, sync_torch, inner_torch))
+        gf_times.append(_sample(pair.gradflow, sync_gf, inner_gf, settle_s))
+        torch_times.append(_sample(pair.torch, sync_torch, inner_torch, settle_s))
     return stats(gf_times), stats(torch_times), (inner_gf, inner_torch)
 
 

@@ -6,7 +6,7 @@ dominates. Here a chunk of images becomes one matrix product instead:
 
     out[:, chunk] (O, m * OH * OW) = weight (O, C * KH * KW) @ cols (C * KH * KW, m * OH * OW)
 
-with cols[(c * KH + i) * KW + j, n, oy * OW + ox] = plane[n, c, (oy + i) * width + ox + j],
+with cols[(c * KH + i) * KW + j, (n * OH + oy) * OW + ox] = plane[n, c, (oy + i) * width + ox + j],
 copied from the zero-padded planes of conv.py's _padded_planes (so no bounds tests: each
 row of cols is OH runs of OW contiguous values). The same function serves the input
 gradient, as the direct path does: a conv of the padded output gradient with the flipped
@@ -15,7 +15,9 @@ weights. The weight gradient is grad_out (O, m * OH * OW) @ cols.T per chunk.
 Measured at batch 16, forward+backward, direct -> here (Intel Xeon, AVX-512), 1 thread:
 128 -> 128 channels at 8x8 21.6 -> 11.8 ms, at 4x4 12.0 -> 4.3 ms, 64 -> 128 at 8x8
 12.1 -> 7.1 ms; 2 threads: 12.2 -> 10.1, 7.1 -> 3.9, 9.6 -> 6.6 ms. At 16x16 it was no
-faster on 1 thread and slower on 2, hence conv.GEMM_PIXELS = 64.
+faster on 1 thread and slower on 2, hence conv.GEMM_PIXELS = 64 (measured again with the
+chunks on Numba's threads, AMD EPYC Zen 4, batch 16, 64 -> 64 at 16x16: direct 13.0 / 8.7 ms
+at 1 / 2 threads, GEMM 17.2 / 9.1 ms).
 
 Threads: the chunks are fixed by the shapes and run in parallel, each GEMM on one thread
 (BLAS is held to one, gradflow.threads): in a prange loop that calls BLAS itself where
