@@ -16,9 +16,9 @@ FMA peak of one core. What makes them fast, each point measured:
   vector load feeds 4 fused multiply-adds, and LLVM vectorises it with 512-bit FMAs
   (2 or 3 channels per pass: no faster; 512-bit beat 256-bit vectors here).
 * Where the output width is a multiple of the vector length, in 512-bit code (BANDS), 4
-  output rows x 4 channels per pass instead (_taps4x4, inner loop over the columns of one row): each input vector
-  load feeds up to 12 FMAs and 16 independent sums hide the FMA latency (forward 5.2 ->
-  3.4 ms; 2x4 or 4x2 outputs per pass: 3.8-4.1 ms; 8x4: no faster).
+  output rows x 4 channels per pass instead (_taps4x4, inner loop over the columns of one
+  row): each input vector load feeds up to 12 FMAs and 16 independent sums hide the FMA
+  latency (forward 5.2 -> 3.4 ms; 2x4 or 4x2 outputs per pass: 3.8-4.1 ms; 8x4: no faster).
 * The accumulators of a pass live in ONE scratch array at compile-time-constant
   distances (CHUNK, SLAB). LLVM has to check at run time that the stores do not overlap the
   loaded planes; at constant distances the stores form one check group, whereas 4

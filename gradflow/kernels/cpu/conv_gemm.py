@@ -42,7 +42,8 @@ _local = threading.local()      # each thread's buffers, reused: fresh pages cos
 
 @njit(cache=True, nogil=True)
 def planes_to_columns(planes, kernel_h, kernel_w, width, out_h, out_w, cols):
-    """cols[(c * kernel_h + i) * kernel_w + j, (n * out_h + oy) * out_w + ox] = planes[n, c, (oy + i) * width + ox + j]."""
+    """cols[(c * kernel_h + i) * kernel_w + j, (n * out_h + oy) * out_w + ox]
+    = planes[n, c, (oy + i) * width + ox + j]."""
     n_images, channels = planes.shape[0], planes.shape[1]
     pixels = out_h * out_w
     for row in range(channels * kernel_h * kernel_w):
