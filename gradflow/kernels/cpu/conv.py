@@ -120,14 +120,15 @@ def conv_transpose2d(x, weight, bias, stride, padding, dilation, groups, out_hw)
         phases = _scratch(("phase_grad",), (n, factor * factor * channels, in_h + 1, in_w + 1), x.dtype)
         conv_direct.conv(planes, _flip_weight(conv_phases.phase_weight(weight, factor), groups),
                          np.zeros(phases.shape[1], x.dtype), groups, in_w + 2, phases)
-        conv_phases.depth_to_space(phases, factor, top, left, out)
-        return add_bias(out, bias)
+        conv_phases.depth_to_space(phases, factor, top, left, _bias_or_zeros(bias, channels, x.dtype), out)
+        return out
     if path == "stride2":
         planes = _padded_planes("grad", x, 1, 1, in_h + 2, in_w + 2)
         phases = _scratch(("phase_grad",), (n, channels, 4, in_h + 1, in_w + 1), x.dtype)
         conv_stride2.phase_grad(planes, weight, groups, in_w + 2, phases)
-        conv_direct.depth_to_space(phases.reshape(n, 4 * channels, in_h + 1, in_w + 1), top, left, out)
-        return add_bias(out, bias)
+        conv_direct.depth_to_space(phases.reshape(n, 4 * channels, in_h + 1, in_w + 1), top, left,
+                                   _bias_or_zeros(bias, channels, x.dtype), out)
+        return out
     chunk, per_group = _column_chunk(out, (kernel_h, kernel_w), groups, in_h * in_w)
     out_per_group = weight.shape[0] // groups
     w_t = weight.reshape(groups, out_per_group, per_group).transpose(0, 2, 1)

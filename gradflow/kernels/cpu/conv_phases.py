@@ -45,13 +45,14 @@ def space_to_depth(x, planes, factor, top, left, rows, width):
         _space_to_depth(x, planes, factor, top, left, rows, width)
 
 
-def depth_to_space(phases, factor, top, left, out):
-    """out[n, c, y, x] = phases[n, (c * factor + a) * factor + b, m, j] where y + top = factor m + a
-    and x + left = factor j + b; zero where (m, j) falls outside the phase planes."""
+def depth_to_space(phases, factor, top, left, bias, out):
+    """out[n, c, y, x] = bias[c] + phases[n, (c * factor + a) * factor + b, m, j] where
+    y + top = factor m + a and x + left = factor j + b; bias[c] alone where (m, j) falls
+    outside the phase planes."""
     if factor == 2:
-        conv_direct.depth_to_space(phases, top, left, out)
+        conv_direct.depth_to_space(phases, top, left, bias, out)
     else:
-        _depth_to_space(phases, factor, top, left, out)
+        _depth_to_space(phases, factor, top, left, bias, out)
 
 
 # The general kernels: one element at a time (factor 2 has vectorised ones in conv_direct).
@@ -75,18 +76,19 @@ def _space_to_depth(x, planes, factor, top, left, rows, width):
 
 
 @njit(cache=True, parallel=True)
-def _depth_to_space(phases, factor, top, left, out):
+def _depth_to_space(phases, factor, top, left, bias, out):
     n_images, channels, height, width = out.shape
     rows, columns = phases.shape[2], phases.shape[3]
     for block in prange(n_images * channels):
         n, c = block // channels, block % channels
+        shift = bias[c]
         for y in range(height):
             a, m = (y + top) % factor, (y + top) // factor
             target = out[n, c, y]
             if m >= rows:
-                target[:] = 0
+                target[:] = shift
                 continue
             first = (c * factor + a) * factor
             for x in range(width):
                 j = (x + left) // factor
-                target[x] = phases[n, first + (x + left) % factor, m, j] if j < columns else 0
+                target[x] = (phases[n, first + (x + left) % factor, m, j] if j < columns else 0) + shift
