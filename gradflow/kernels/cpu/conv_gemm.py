@@ -83,8 +83,11 @@ def _buffer(name, shape, dtype):
     return buffer[:size].reshape(shape)
 
 
-def _chunk_starts(n_images, per_image_bytes):
-    return np.array([n0 for n0, _ in chunks(n_images, per_image_bytes)] + [n_images], dtype=np.int64)
+def _chunk_layout(n_images, per_image_bytes, pixels):
+    """(starts, columns) for the prange kernels: chunk i holds images [starts[i], starts[i + 1]);
+    columns: the largest chunk's images x pixels, the width of its scratch rows."""
+    starts = np.array([n0 for n0, _ in chunks(n_images, per_image_bytes)] + [n_images], dtype=np.int64)
+    return starts, int(np.diff(starts).max(initial=0)) * pixels
 
 
 # ---- chunks on Numba's threads, BLAS called from the kernel --------------------------------
@@ -148,8 +151,7 @@ def conv(planes, weight, bias, groups, width, out):
     per_image = groups * rows_per_group * out_h * out_w * planes.itemsize
     gemm = blas.GEMM_ADDRESSES.get(planes.dtype)
     if gemm is not None:
-        starts = _chunk_starts(n, per_image)
-        most = int(np.diff(starts).max()) * out_h * out_w if n else 0
+        starts, most = _chunk_layout(n, per_image, out_h * out_w)
         chunk_count = starts.size - 1
         _conv_chunks(gemm, planes, w, bias, kernel_h, kernel_w, width, starts,
                      _buffer("cols", (chunk_count, groups * rows_per_group, most), planes.dtype),
@@ -174,8 +176,7 @@ def weight_grad(planes, grad_out, kernel_hw, groups, width):
     total = np.zeros((groups, out_channels // groups, rows_per_group), dtype=planes.dtype)
     gemm = blas.GEMM_ADDRESSES.get(planes.dtype)
     if gemm is not None and n:
-        starts = _chunk_starts(n, per_image)
-        most = int(np.diff(starts).max()) * out_h * out_w
+        starts, most = _chunk_layout(n, per_image, out_h * out_w)
         chunk_count = starts.size - 1
         _weight_grad_chunks(gemm, planes, grad_out.reshape(n, out_channels, -1), kernel_hw[0], kernel_hw[1], width,
                             out_w, starts, _buffer("cols", (chunk_count, groups * rows_per_group, most), planes.dtype),
