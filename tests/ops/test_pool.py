@@ -2,9 +2,10 @@
 plus what the table cannot express: ties, NaNs, indices, cached window tables."""
 import numpy as np
 import pytest
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import gradflow as gf
+from gradflow.kernels.cpu import pool as cpu_pool
 from gradflow.ops import pool
 from tests.opinfo import ErrorInput, OpInfo, Sample, arrays, op_tests
 
@@ -138,6 +139,32 @@ def test_max_pool_nan_wins_its_window_like_torch():
     np.testing.assert_array_equal(outs[1], refs[1])
     np.testing.assert_array_equal(np.isnan(outs[0]), np.isnan(refs[0]))
     np.testing.assert_allclose(grad, ref_grad)
+
+
+@given(st.integers(2, 9), st.integers(2, 9), st.booleans(), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2**32 - 1))
+def test_max_pool_2x2_stride_2_matches_torch_on_ties_nans_and_infinities(height, width, ceil_mode, dtype, seed):
+    """Kernel 2, stride 2 without padding runs a branch-free kernel of its own: values,
+    argmax indices and the gradient against PyTorch, with ties, NaNs and infinities in
+    the windows and odd sizes (with ceil_mode, their clipped last window)."""
+    values = np.array([-np.inf, -1.0, 0.0, 0.0, 1.0, 1.0, np.inf, np.nan])
+    a = np.random.default_rng(seed).choice(values, size=(2, 3, height, width)).astype(dtype)
+    outs, refs, grad, ref_grad = _both(a, pool.max_pool2d, torch_F.max_pool2d, kernel_size=2,
+                                       return_indices=True, ceil_mode=ceil_mode)
+    np.testing.assert_array_equal(outs[1], refs[1])
+    np.testing.assert_array_equal(outs[0], refs[0])        # NaNs compare equal here
+    np.testing.assert_array_equal(grad, ref_grad)
+
+
+def test_only_unpadded_2x2_stride_2_windows_take_the_pairs_kernel():
+    pairs = cpu_pool._adjacent_pairs
+    assert pairs(pool.sliding_windows(8, 2, 2, 0)) and pairs(pool.sliding_windows(9, 2, 2, 0))
+    assert pairs(pool.sliding_windows(8, 2, 2, 0, 1, True))          # ceil_mode, nothing clipped
+    assert not pairs(pool.sliding_windows(9, 2, 2, 0, 1, True))      # a clipped last window
+    assert not pairs(pool.sliding_windows(8, 2, 2, 1))               # padding
+    assert not pairs(pool.sliding_windows(8, 2, 1, 0))               # stride 1
+    assert not pairs(pool.sliding_windows(8, 2, 2, 0, 2))            # dilation
+    assert not pairs(pool.sliding_windows(9, 3, 2, 0))               # kernel 3
 
 
 def test_max_pool_padding_is_minus_infinity():

@@ -72,6 +72,8 @@ def conv_cases(results, rng):
 def pool_norm_cases(results, rng):
     x = _tensor(rng, (3, 5, 17, 17))
     _record(results, "max_pool", F.max_pool2d(x, 3, stride=2, padding=1), {"x": x}, rng)
+    x = _tensor(rng, (3, 5, 16, 18))
+    _record(results, "max_pool_2x2", F.max_pool2d(x, 2), {"x": x}, rng)
     x = _tensor(rng, (3, 5, 17, 17))
     _record(results, "avg_pool", F.avg_pool2d(x, 3, stride=2, padding=1), {"x": x}, rng)
     for name, relu in (("batch_norm", F.batch_norm), ("batch_norm_relu", batch_norm_relu)):

@@ -45,6 +45,34 @@ def _max_pool_forward(x, out, indices, row_first, row_count, row_step, col_first
 
 
 @njit(cache=True, parallel=True)
+def _max_pool_pairs(x, out, indices):
+    """_max_pool_forward for 2x2 windows at stride 2 inside the input (no padding, no
+    dilation): the taps are fixed, so the loop over a row's windows has no inner loops
+    and no branches, and LLVM vectorises it. The generic loop's `if` on every tap is a
+    branch that random data mispredicts about half the time: (8, 32, 64, 64) took 4.3 ms
+    there and 0.32 ms here (AMD EPYC Zen 3, 1 thread)."""
+    width = x.shape[2]
+    for p in prange(x.shape[0]):
+        for oh in range(out.shape[1]):
+            top, bottom = x[p, 2 * oh], x[p, 2 * oh + 1]
+            values, positions = out[p, oh], indices[p, oh]
+            base = 2 * oh * width
+            for ow in range(out.shape[2]):
+                best, index = top[2 * ow], base + 2 * ow
+                v = top[2 * ow + 1]
+                take = (v > best) | (v != v)         # v != v: NaN wins, as in the loop above
+                best, index = (v, base + 2 * ow + 1) if take else (best, index)
+                v = bottom[2 * ow]
+                take = (v > best) | (v != v)
+                best, index = (v, base + width + 2 * ow) if take else (best, index)
+                v = bottom[2 * ow + 1]
+                take = (v > best) | (v != v)
+                best, index = (v, base + width + 2 * ow + 1) if take else (best, index)
+                values[ow] = best
+                positions[ow] = index
+
+
+@njit(cache=True, parallel=True)
 def _max_pool_backward(grad_out, indices, grad_in):
     plane_size = grad_in.shape[1] * grad_in.shape[2]
     for p in prange(grad_in.shape[0]):
@@ -63,9 +91,20 @@ def max_pool2d_forward(x, rows, cols):
     shape = x.shape[:-2] + (len(rows.first), len(cols.first))
     out = np.empty(shape, dtype=x.dtype)
     indices = np.empty(shape, dtype=np.int64)
-    _max_pool_forward(_planes(x), _planes(out), _planes(indices),
-                      rows.first, rows.count, rows.step, cols.first, cols.count, cols.step)
+    if _adjacent_pairs(rows) and _adjacent_pairs(cols):
+        _max_pool_pairs(_planes(x), _planes(out), _planes(indices))
+    else:
+        _max_pool_forward(_planes(x), _planes(out), _planes(indices),
+                          rows.first, rows.count, rows.step, cols.first, cols.count, cols.step)
     return out, indices
+
+
+def _adjacent_pairs(windows):
+    """Whether window o is exactly the taps 2o and 2o + 1 (kernel 2, stride 2, no padding,
+    no dilation; with ceil_mode, no clipped last window)."""
+    n = len(windows.first)
+    return (windows.step == 1 and bool((windows.count == 2).all())
+            and np.array_equal(windows.first, np.arange(0, 2 * n, 2)))
 
 
 @parallel
