@@ -238,34 +238,32 @@ def phase_grad(grads, weight, groups, width, out):
 # ---- weight gradient --------------------------------------------------------------------
 
 @njit(cache=True, fastmath=FASTMATH)
-def _weight_taps2(ga, gb, phases, width, length, grad_weight, o, c):
-    """grad_weight[o(+1), c, i, j] += sum_q g{a,b}[q] * (tap (i, j) of position q)."""
-    e0 = phases[0]
-    e1 = phases[0, width:]
-    f0 = phases[1]
-    f1 = phases[1, width:]
-    g0 = phases[2]
-    h0 = phases[3]
+def _weight_rows4(grads, o, phases, width, length, grad_weight, c):
+    """grad_weight[o + k, c, i, j] += sum_q grads[o + k, q] * (tap (i, j) of position q),
+    k < 4: one pass over q per kernel row i, as conv_direct._weight_rows4 (12 sums fit
+    AVX2's registers). Row i reads phases 2 (i % 2) and 2 (i % 2) + 1 from row i // 2:
+    taps (even[q], odd[q], even[q + 1])."""
+    ga, gb, gc, gd = grads[o], grads[o + 1], grads[o + 2], grads[o + 3]
     zero = phases.dtype.type(0)
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
-    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = zero
-    for q in range(length):
-        u = ga[q]
-        v = gb[q]
-        x0, x1, x2 = e0[q], f0[q], e0[q + 1]
-        x3, x4, x5 = g0[q], h0[q], g0[q + 1]
-        x6, x7, x8 = e1[q], f1[q], e1[q + 1]
-        a0 += u * x0; a1 += u * x1; a2 += u * x2; a3 += u * x3; a4 += u * x4      # noqa: E702
-        a5 += u * x5; a6 += u * x6; a7 += u * x7; a8 += u * x8                    # noqa: E702
-        b0 += v * x0; b1 += v * x1; b2 += v * x2; b3 += v * x3; b4 += v * x4      # noqa: E702
-        b5 += v * x5; b6 += v * x6; b7 += v * x7; b8 += v * x8                    # noqa: E702
     gw = grad_weight
-    gw[o, c, 0, 0] += a0; gw[o, c, 0, 1] += a1; gw[o, c, 0, 2] += a2              # noqa: E702
-    gw[o, c, 1, 0] += a3; gw[o, c, 1, 1] += a4; gw[o, c, 1, 2] += a5              # noqa: E702
-    gw[o, c, 2, 0] += a6; gw[o, c, 2, 1] += a7; gw[o, c, 2, 2] += a8              # noqa: E702
-    gw[o + 1, c, 0, 0] += b0; gw[o + 1, c, 0, 1] += b1; gw[o + 1, c, 0, 2] += b2  # noqa: E702
-    gw[o + 1, c, 1, 0] += b3; gw[o + 1, c, 1, 1] += b4; gw[o + 1, c, 1, 2] += b5  # noqa: E702
-    gw[o + 1, c, 2, 0] += b6; gw[o + 1, c, 2, 1] += b7; gw[o + 1, c, 2, 2] += b8  # noqa: E702
+    for i in range(3):
+        even = phases[2 * (i % 2), (i // 2) * width:]
+        odd = phases[2 * (i % 2) + 1, (i // 2) * width:]
+        a0 = a1 = a2 = b0 = b1 = b2 = c0 = c1 = c2 = d0 = d1 = d2 = zero
+        for q in range(length):
+            x0, x1, x2 = even[q], odd[q], even[q + 1]
+            u = ga[q]
+            a0 += u * x0; a1 += u * x1; a2 += u * x2                                # noqa: E702
+            u = gb[q]
+            b0 += u * x0; b1 += u * x1; b2 += u * x2                                # noqa: E702
+            u = gc[q]
+            c0 += u * x0; c1 += u * x1; c2 += u * x2                                # noqa: E702
+            u = gd[q]
+            d0 += u * x0; d1 += u * x1; d2 += u * x2                                # noqa: E702
+        gw[o, c, i, 0] += a0; gw[o, c, i, 1] += a1; gw[o, c, i, 2] += a2            # noqa: E702
+        gw[o + 1, c, i, 0] += b0; gw[o + 1, c, i, 1] += b1; gw[o + 1, c, i, 2] += b2  # noqa: E702
+        gw[o + 2, c, i, 0] += c0; gw[o + 2, c, i, 1] += c1; gw[o + 2, c, i, 2] += c2  # noqa: E702
+        gw[o + 3, c, i, 0] += d0; gw[o + 3, c, i, 1] += d1; gw[o + 3, c, i, 2] += d2  # noqa: E702
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -293,22 +291,24 @@ def _weight_taps1(ga, phases, width, length, grad_weight, o, c):
 def weight_grad(phases, grads, groups, width, out_h, grad_weight):
     """grad_weight[o, c, i, j] = sum_n sum_q grads[n, o, q] * (tap (i, j) of position q in
     phases[n, c']), q < out_h * width; grads with row pitch `width` = OW + 1 and zeros in
-    the last column of each row. Parallel over blocks (image, group, 2 output channels)
+    the last column of each row. Parallel over blocks (image, group, 4 output channels)
     into per-image partial gradients, added image after image (conv_direct.weight_grad)."""
     out_channels, in_per_group = grad_weight.shape[0], grad_weight.shape[1]
     out_per_group = out_channels // groups
     length = out_h * width
     n_images = phases.shape[0]
-    units = (out_per_group + 1) // 2
+    units = (out_per_group + 3) // 4
     partial = np.zeros((n_images,) + grad_weight.shape, dtype=grad_weight.dtype)
     for block in prange(n_images * groups * units):
         n = block // (groups * units)
         g = block // units % groups
-        o = g * out_per_group + 2 * (block % units)
+        o = g * out_per_group + 4 * (block % units)
+        end = min(o + 4, (g + 1) * out_per_group)
         for c in range(in_per_group):
             planes = phases[n, g * in_per_group + c]
-            if o + 1 < (g + 1) * out_per_group:
-                _weight_taps2(grads[n, o], grads[n, o + 1], planes, width, length, partial[n], o, c)
+            if end - o == 4:
+                _weight_rows4(grads[n], o, planes, width, length, partial[n], c)
             else:
-                _weight_taps1(grads[n, o], planes, width, length, partial[n], o, c)
+                for k in range(o, end):
+                    _weight_taps1(grads[n, k], planes, width, length, partial[n], k, c)
     sum_planes(partial, grad_weight)
