@@ -364,7 +364,7 @@ def _weight_rows4(grads, o, offset, plane, width, length, grad_weight, c):
     k < 4, 3x3: one pass over q per kernel row i, 12 sums (4 channels x 3 taps) per pass.
 
     Each pass loads 3 input and 4 gradient vectors per 12 FMAs, and its 12 sums fit in
-    AVX2's 16 vector registers; the earlier 2 channels x 9 taps (18 sums) spilled there:
+    AVX2's 16 vector registers; 2 channels x 9 taps (18 sums) at once spill there:
     AMD EPYC Zen 3, 1 thread, batch 8, 16 -> 16 at 64x64 4.4 -> 1.9 ms, 32 -> 32 at 32x32
     6.3 -> 2.7 ms, 64 -> 64 at 16x16 7.4 -> 3.1 ms."""
     ga, gb = grads[o, offset:], grads[o + 1, offset:]
