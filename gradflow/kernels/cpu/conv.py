@@ -279,9 +279,10 @@ def _padded_planes(name, x, top, left, padded_h, padded_w, images=1, reuse=False
 def _images_side_by_side(n, slot):
     """How many images' planes the 3x3 weight gradient puts side by side (a divisor of n):
     each flattened sum ends in horizontal vector reductions (9 per output and input
-    channel), which cost as much as the sum itself for a small image. Measured at batch 8, 64 -> 64 channels: 8x8 0.81 -> 0.41
-    ms, 16x16 1.45 -> 1.07 ms; 32 -> 32 at 32x32 0.97 -> 0.92 ms; at 64x64 (one image per
-    plane with this limit) 2 or 8 images were no faster."""
+    channel), which cost as much as the sum itself for a small image. Measured at batch 8,
+    64 -> 64 channels: 8x8 0.81 -> 0.41 ms, 16x16 1.45 -> 1.07 ms; 32 -> 32 at 32x32
+    0.97 -> 0.92 ms; at 64x64 (one image per plane with this limit) 2 or 8 images were no
+    faster."""
     images = max(1, min(n, IMAGES_SLOT // slot))
     while n % images:
         images -= 1

@@ -359,35 +359,33 @@ def _taps1_2x2(plane, weight, o, c, start, width, length, acc):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _weight_rows4(grads, o, offset, plane, width, length, grad_weight, c):
-    """grad_weight[o + k, c, i, j] += sum_q grads[o + k, offset + q] * plane[q + i * width + j],
-    k < 4, 3x3: one pass over q per kernel row i, 12 sums (4 channels x 3 taps) per pass.
+def weight_row_sums(grads, o, offset, tap0, tap1, tap2, length, grad_weight, c, i):
+    """grad_weight[o + k, c, i, j] += sum_q grads[o + k, offset + q] * tap_j[q], k < 4, j < 3:
+    one kernel row of 4 channels' 3x3 weight gradient, 12 sums in one pass over q.
 
     Each pass loads 3 input and 4 gradient vectors per 12 FMAs, and its 12 sums fit in
     AVX2's 16 vector registers; 2 channels x 9 taps (18 sums) at once spill there:
     AMD EPYC Zen 3, 1 thread, batch 8, 16 -> 16 at 64x64 4.4 -> 1.9 ms, 32 -> 32 at 32x32
-    6.3 -> 2.7 ms, 64 -> 64 at 16x16 7.4 -> 3.1 ms."""
+    6.3 -> 2.7 ms, 64 -> 64 at 16x16 7.4 -> 3.1 ms. conv_stride2 uses it with taps on phases."""
     ga, gb = grads[o, offset:], grads[o + 1, offset:]
     gc, gd = grads[o + 2, offset:], grads[o + 3, offset:]
-    zero = plane.dtype.type(0)
+    zero = grad_weight.dtype.type(0)
+    a0 = a1 = a2 = b0 = b1 = b2 = c0 = c1 = c2 = d0 = d1 = d2 = zero
+    for q in range(length):
+        x0, x1, x2 = tap0[q], tap1[q], tap2[q]
+        u = ga[q]
+        a0 += u * x0; a1 += u * x1; a2 += u * x2                                    # noqa: E702
+        u = gb[q]
+        b0 += u * x0; b1 += u * x1; b2 += u * x2                                    # noqa: E702
+        u = gc[q]
+        c0 += u * x0; c1 += u * x1; c2 += u * x2                                    # noqa: E702
+        u = gd[q]
+        d0 += u * x0; d1 += u * x1; d2 += u * x2                                    # noqa: E702
     gw = grad_weight
-    for i in range(3):
-        row = plane[i * width:]
-        a0 = a1 = a2 = b0 = b1 = b2 = c0 = c1 = c2 = d0 = d1 = d2 = zero
-        for q in range(length):
-            x0, x1, x2 = row[q], row[q + 1], row[q + 2]
-            u = ga[q]
-            a0 += u * x0; a1 += u * x1; a2 += u * x2                                # noqa: E702
-            u = gb[q]
-            b0 += u * x0; b1 += u * x1; b2 += u * x2                                # noqa: E702
-            u = gc[q]
-            c0 += u * x0; c1 += u * x1; c2 += u * x2                                # noqa: E702
-            u = gd[q]
-            d0 += u * x0; d1 += u * x1; d2 += u * x2                                # noqa: E702
-        gw[o, c, i, 0] += a0; gw[o, c, i, 1] += a1; gw[o, c, i, 2] += a2            # noqa: E702
-        gw[o + 1, c, i, 0] += b0; gw[o + 1, c, i, 1] += b1; gw[o + 1, c, i, 2] += b2  # noqa: E702
-        gw[o + 2, c, i, 0] += c0; gw[o + 2, c, i, 1] += c1; gw[o + 2, c, i, 2] += c2  # noqa: E702
-        gw[o + 3, c, i, 0] += d0; gw[o + 3, c, i, 1] += d1; gw[o + 3, c, i, 2] += d2  # noqa: E702
+    gw[o, c, i, 0] += a0; gw[o, c, i, 1] += a1; gw[o, c, i, 2] += a2                # noqa: E702
+    gw[o + 1, c, i, 0] += b0; gw[o + 1, c, i, 1] += b1; gw[o + 1, c, i, 2] += b2    # noqa: E702
+    gw[o + 2, c, i, 0] += c0; gw[o + 2, c, i, 1] += c1; gw[o + 2, c, i, 2] += c2    # noqa: E702
+    gw[o + 3, c, i, 0] += d0; gw[o + 3, c, i, 1] += d1; gw[o + 3, c, i, 2] += d2    # noqa: E702
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -410,8 +408,9 @@ def _weight_taps1(ga, plane, width, length, grad_weight, o, c):
 
 @njit(cache=True, fastmath=FASTMATH)
 def _weight_rows4_2x2(grads, o, offset, plane, width, length, grad_weight, c):
-    """_weight_rows4 for a 2x2 kernel: 8 sums per pass (all 16 at once spilled in AVX2
-    code; 1.15-1.4x slower on Zen 3)."""
+    """grad_weight[o + k, c, i, j] += sum_q grads[o + k, offset + q] * plane[q + i * width + j],
+    k < 4, 2x2: as weight_row_sums, a pass of 8 sums per kernel row (all 16 at once spilled
+    in AVX2 code: 1.15-1.4x slower on Zen 3)."""
     ga, gb = grads[o, offset:], grads[o + 1, offset:]
     gc, gd = grads[o + 2, offset:], grads[o + 3, offset:]
     zero = plane.dtype.type(0)
@@ -479,7 +478,9 @@ def weight_grad(planes, grads, offset, groups, width, length, grad_weight):
             for c in range(in_per_group):
                 plane = planes[n, g * in_per_group + c]
                 if three:
-                    _weight_rows4(grads[n], o, offset, plane, width, length, partial[n], c)
+                    for i in range(3):
+                        row = plane[i * width:]
+                        weight_row_sums(grads[n], o, offset, row, row[1:], row[2:], length, partial[n], c, i)
                 else:
                     _weight_rows4_2x2(grads[n], o, offset, plane, width, length, partial[n], c)
             o = end

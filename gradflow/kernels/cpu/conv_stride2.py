@@ -10,7 +10,8 @@ flattened-plane kernels as conv_direct apply (see there for why they are fast), 
 import numpy as np
 from numba import njit, prange
 
-from gradflow.kernels.cpu.conv_direct import CHUNK, FASTMATH, _aligned_empty, even_chunks, sum_planes
+from gradflow.kernels.cpu.conv_direct import (CHUNK, FASTMATH, _aligned_empty, even_chunks, sum_planes,
+                                             weight_row_sums)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -238,35 +239,6 @@ def phase_grad(grads, weight, groups, width, out):
 # ---- weight gradient --------------------------------------------------------------------
 
 @njit(cache=True, fastmath=FASTMATH)
-def _weight_rows4(grads, o, phases, width, length, grad_weight, c):
-    """grad_weight[o + k, c, i, j] += sum_q grads[o + k, q] * (tap (i, j) of position q),
-    k < 4: one pass over q per kernel row i, as conv_direct._weight_rows4 (12 sums fit
-    AVX2's registers). Row i reads phases 2 (i % 2) and 2 (i % 2) + 1 from row i // 2:
-    taps (even[q], odd[q], even[q + 1])."""
-    ga, gb, gc, gd = grads[o], grads[o + 1], grads[o + 2], grads[o + 3]
-    zero = phases.dtype.type(0)
-    gw = grad_weight
-    for i in range(3):
-        even = phases[2 * (i % 2), (i // 2) * width:]
-        odd = phases[2 * (i % 2) + 1, (i // 2) * width:]
-        a0 = a1 = a2 = b0 = b1 = b2 = c0 = c1 = c2 = d0 = d1 = d2 = zero
-        for q in range(length):
-            x0, x1, x2 = even[q], odd[q], even[q + 1]
-            u = ga[q]
-            a0 += u * x0; a1 += u * x1; a2 += u * x2                                # noqa: E702
-            u = gb[q]
-            b0 += u * x0; b1 += u * x1; b2 += u * x2                                # noqa: E702
-            u = gc[q]
-            c0 += u * x0; c1 += u * x1; c2 += u * x2                                # noqa: E702
-            u = gd[q]
-            d0 += u * x0; d1 += u * x1; d2 += u * x2                                # noqa: E702
-        gw[o, c, i, 0] += a0; gw[o, c, i, 1] += a1; gw[o, c, i, 2] += a2            # noqa: E702
-        gw[o + 1, c, i, 0] += b0; gw[o + 1, c, i, 1] += b1; gw[o + 1, c, i, 2] += b2  # noqa: E702
-        gw[o + 2, c, i, 0] += c0; gw[o + 2, c, i, 1] += c1; gw[o + 2, c, i, 2] += c2  # noqa: E702
-        gw[o + 3, c, i, 0] += d0; gw[o + 3, c, i, 1] += d1; gw[o + 3, c, i, 2] += d2  # noqa: E702
-
-
-@njit(cache=True, fastmath=FASTMATH)
 def _weight_taps1(ga, phases, width, length, grad_weight, o, c):
     e0 = phases[0]
     e1 = phases[0, width:]
@@ -307,7 +279,12 @@ def weight_grad(phases, grads, groups, width, out_h, grad_weight):
         for c in range(in_per_group):
             planes = phases[n, g * in_per_group + c]
             if end - o == 4:
-                _weight_rows4(grads[n], o, planes, width, length, partial[n], c)
+                # kernel row i reads phases 2 (i % 2) and 2 (i % 2) + 1 from phase row i // 2,
+                # taps (even[q], odd[q], even[q + 1])
+                for i in range(3):
+                    even = planes[2 * (i % 2), (i // 2) * width:]
+                    odd = planes[2 * (i % 2) + 1, (i // 2) * width:]
+                    weight_row_sums(grads[n], o, 0, even, odd, even[1:], length, partial[n], c, i)
             else:
                 for k in range(o, end):
                     _weight_taps1(grads[n, k], planes, width, length, partial[n], k, c)
