@@ -255,6 +255,34 @@ def test_reused_buffers_stay_zero_padded():
         np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-9)
 
 
+def test_buffers_of_many_layers_are_all_kept_within_the_byte_budget():
+    """A network's layers each have their own geometry: with more of them than any fixed
+    count, every buffer must still be reused (not zeroed afresh) step after step."""
+    conv.forget_buffers()
+    keys = [(("test", k), (k + 1, 8)) for k in range(80)]
+    first = [conv._scratch(key, shape, np.float32) for key, shape in keys]
+    again = [conv._scratch(key, shape, np.float32) for key, shape in keys]
+    assert all(a is b for a, b in zip(first, again))
+    conv.forget_buffers()
+
+
+def test_buffers_beyond_the_byte_budget_drop_the_least_recently_used(monkeypatch):
+    monkeypatch.setattr(conv, "SCRATCH_BYTES", 3 * 4096)
+    conv.forget_buffers()
+    a, b, c = (conv._scratch(("test", k), (1024,), np.float32) for k in "abc")
+    assert conv._scratch(("test", "a"), (1024,), np.float32) is a       # a is now the most recent
+    source = np.ones(1024, np.float32)
+    conv._fill_once(b, source, lambda: None, reuse=False)
+    conv._scratch(("test", "d"), (1024,), np.float32)                  # over budget: b goes
+    assert conv._scratch(("test", "a"), (1024,), np.float32) is a
+    assert conv._scratch(("test", "c"), (1024,), np.float32) is c
+    assert (b.ctypes.data, b.shape) not in conv._fill_records()        # its fill record with it
+    assert conv._scratch(("test", "b"), (1024,), np.float32) is not b
+    huge = conv._scratch(("test", "huge"), (8192,), np.float32)        # larger than the budget alone
+    assert conv._scratch(("test", "huge"), (8192,), np.float32) is huge
+    conv.forget_buffers()
+
+
 @pytest.mark.parametrize("stride, size", [((1, 1), 64), ((2, 2), 12)])
 def test_weight_gradient_reuses_the_forward_planes_only_for_the_same_input(stride, size):
     """The weight gradient skips re-padding its input when the forward just padded that
@@ -265,8 +293,7 @@ def test_weight_gradient_reuses_the_forward_planes_only_for_the_same_input(strid
     args = (stride, ((1, 1), (1, 1)), (1, 1), 1)
 
     def fresh_weight_grad(x, grad):
-        conv._local.buffers = {}
-        conv._local.sources = {}
+        conv.forget_buffers()
         return conv.conv2d_weight_grad(x, grad, (3, 3), *args)
 
     x1, x2 = (rng.standard_normal((2, 3, size, size)).astype(np.float32) for _ in range(2))
