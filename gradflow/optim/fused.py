@@ -96,13 +96,15 @@ def _cuda_kernels():
 def _same_kind(entries, key):
     """Consecutive runs of entries sharing key(entry): each run updates with one set of
     scalars. A parameter listed twice starts a new run (its updates must not overlap)."""
-    runs = []
+    runs, members = [], set()          # members: ids of the last run's parameters
     for entry in entries:
         k = key(entry)
-        if runs and runs[-1][0] == k and all(entry[0] is not e[0] for e in runs[-1][1]):
+        if runs and runs[-1][0] == k and id(entry[0]) not in members:
             runs[-1][1].append(entry)
         else:
             runs.append((k, [entry]))
+            members = set()
+        members.add(id(entry[0]))
     return runs
 
 

@@ -26,6 +26,7 @@ copies release the GIL, as does matmul). The weight gradient adds the chunks' pr
 chunk order, so the bits do not depend on the thread count.
 """
 import concurrent.futures
+import math
 import threading
 
 import numpy as np
@@ -62,20 +63,24 @@ def planes_to_columns(planes, kernel_h, kernel_w, width, out_h, out_w, cols):
 
 def chunks(n_images, per_image_bytes):
     """[(first image, image count)]: whole images, at most about CHUNK_BYTES of columns
-    each, their sizes differing by at most one (so that threads finish together)."""
+    each, their sizes differing by at most one (so that threads finish together).
+    Plain integer arithmetic: small convolutions call this twice per step and layer."""
     most = max(1, CHUNK_BYTES // max(1, per_image_bytes))
     count = -(-n_images // most)
     if count == 0:
         return []
     base, larger = divmod(n_images, count)
-    sizes = [base + 1] * larger + [base] * (count - larger)
-    starts = np.cumsum([0] + sizes[:-1])
-    return [(int(n0), m) for n0, m in zip(starts, sizes)]
+    result, n0 = [], 0
+    for i in range(count):
+        m = base + 1 if i < larger else base
+        result.append((n0, m))
+        n0 += m
+    return result
 
 
 def _buffer(name, shape, dtype):
     """A scratch array of this shape from the calling thread's buffer `name` (grown as needed)."""
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     buffer = getattr(_local, name, None)
     if buffer is None or buffer.size < size or buffer.dtype != dtype:
         buffer = np.empty(size, dtype=dtype)
@@ -86,8 +91,9 @@ def _buffer(name, shape, dtype):
 def _chunk_layout(n_images, per_image_bytes, pixels):
     """(starts, columns) for the prange kernels: chunk i holds images [starts[i], starts[i + 1]);
     columns: the largest chunk's images x pixels, the width of its scratch rows."""
-    starts = np.array([n0 for n0, _ in chunks(n_images, per_image_bytes)] + [n_images], dtype=np.int64)
-    return starts, int(np.diff(starts).max(initial=0)) * pixels
+    parts = chunks(n_images, per_image_bytes)
+    starts = np.array([n0 for n0, _ in parts] + [n_images], dtype=np.int64)
+    return starts, max((m for _, m in parts), default=0) * pixels
 
 
 # ---- chunks on Numba's threads, BLAS called from the kernel --------------------------------
