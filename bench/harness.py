@@ -5,12 +5,16 @@ Timing rule: gradflow and PyTorch are measured in the same process, interleaved
 both sides, so drift and noise from the shared machine hit both sides alike.
 
 With more than one CPU thread, each sample starts SPIN_SETTLE_S after the previous one,
-then makes one untimed call of its own: both engines run on GNU OpenMP pools whose workers
+then makes untimed calls of its own: both engines run on GNU OpenMP pools whose workers
 spin after every parallel region (measured: 7-10 ms of CPU time after one convolution, in
 either engine) before they sleep. Back to back, the spinning workers of one engine took a
 core from the other's next sample; after a plain pause, each sample paid for waking its
-own pool from sleep (on this VM up to ~3 ms for a tiny op). The untimed call wakes it, so
-a sample sees what a program running one engine sees: its own pool warm, no other.
+own pool from sleep (on this VM up to ~3 ms for a tiny op). Untimed calls for SPIN_WAKE_S
+wake it, so a sample sees what a program running one engine sees: its own pool warm, no
+other. One untimed call was not enough on a 2-vCPU Intel VM: after the pause Linux at times
+woke a pool worker on the calling thread's core, where its spinning and the caller shared
+the core until the load balancer moved one (a 0.16 ms group-norm kernel took 4-11 ms in
+some of the next calls); 10 ms of calls left no such outlier in 240 samples.
 """
 import dataclasses
 import gc
@@ -106,13 +110,18 @@ def _calibrate(fn, sync, min_sample_s):
 
 
 SPIN_SETTLE_S = 0.02
+SPIN_WAKE_S = 0.01
 
 
 def _sample(fn, sync, inner, settle_s=0.0):
     if settle_s:
         time.sleep(settle_s)
+        woken = time.perf_counter()
         fn()
         sync()
+        while time.perf_counter() - woken < SPIN_WAKE_S:
+            fn()
+            sync()
     gc.collect()
     t0 = time.perf_counter()
     for _ in range(inner):
