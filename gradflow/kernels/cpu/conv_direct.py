@@ -101,25 +101,27 @@ def _band_chunks(bands, most):
     return 1, even_chunks(bands, most)[1]
 
 
+@njit(inline="always")
+def taps3x3(weight, o, c):
+    """The 9 taps weight[o, c] as scalars, row by row, for the kernels to unpack into locals
+    that stay in registers through a sweep. Indexed from the whole array: taking the view
+    weight[o, c] first changed the kernels' machine code; this way it is the same as with
+    the 9 loads written out in each kernel."""
+    w = weight
+    return (w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2], w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2],
+            w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2])
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _taps4(plane, weight, o, c, start, width, length, acc):
     """acc[k * CHUNK + q] += sum_ij weight[o + k, c, i, j] * plane[start + q + i * width + j], k < 4."""
     r0 = plane[start:]
     r1 = plane[start + width:]
     r2 = plane[start + 2 * width:]
-    w = weight
-    a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
-    a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
-    a6, a7, a8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
-    b0, b1, b2 = w[o + 1, c, 0, 0], w[o + 1, c, 0, 1], w[o + 1, c, 0, 2]
-    b3, b4, b5 = w[o + 1, c, 1, 0], w[o + 1, c, 1, 1], w[o + 1, c, 1, 2]
-    b6, b7, b8 = w[o + 1, c, 2, 0], w[o + 1, c, 2, 1], w[o + 1, c, 2, 2]
-    c0, c1, c2 = w[o + 2, c, 0, 0], w[o + 2, c, 0, 1], w[o + 2, c, 0, 2]
-    c3, c4, c5 = w[o + 2, c, 1, 0], w[o + 2, c, 1, 1], w[o + 2, c, 1, 2]
-    c6, c7, c8 = w[o + 2, c, 2, 0], w[o + 2, c, 2, 1], w[o + 2, c, 2, 2]
-    d0, d1, d2 = w[o + 3, c, 0, 0], w[o + 3, c, 0, 1], w[o + 3, c, 0, 2]
-    d3, d4, d5 = w[o + 3, c, 1, 0], w[o + 3, c, 1, 1], w[o + 3, c, 1, 2]
-    d6, d7, d8 = w[o + 3, c, 2, 0], w[o + 3, c, 2, 1], w[o + 3, c, 2, 2]
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = taps3x3(weight, o, c)
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = taps3x3(weight, o + 1, c)
+    c0, c1, c2, c3, c4, c5, c6, c7, c8 = taps3x3(weight, o + 2, c)
+    d0, d1, d2, d3, d4, d5, d6, d7, d8 = taps3x3(weight, o + 3, c)
     for q in range(length):
         x0, x1, x2 = r0[q], r0[q + 1], r0[q + 2]
         x3, x4, x5 = r1[q], r1[q + 1], r1[q + 2]
@@ -138,10 +140,7 @@ def _taps1(plane, weight, o, c, start, width, length, acc):
     r0 = plane[start:]
     r1 = plane[start + width:]
     r2 = plane[start + 2 * width:]
-    w = weight
-    a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
-    a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
-    a6, a7, a8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = taps3x3(weight, o, c)
     for q in range(length):
         acc[q] += (a0 * r0[q] + a1 * r0[q + 1] + a2 * r0[q + 2] + a3 * r1[q] + a4 * r1[q + 1]
                    + a5 * r1[q + 2] + a6 * r2[q] + a7 * r2[q + 1] + a8 * r2[q + 2])
@@ -266,19 +265,10 @@ def _taps4x4(planes, channel, weight, o, c, first_image, images, start, width, o
         += sum_ij weight[o + k, c, i, j] * plane[top + (r + i) * width + x + j]
     with plane = planes[first_image + m, channel], top = start + 4 * band * width,
     for k, r < 4, m < images, band < bands, x < out_w: 4 channels x 4 rows per pass."""
-    w = weight
-    a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
-    a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
-    a6, a7, a8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
-    b0, b1, b2 = w[o + 1, c, 0, 0], w[o + 1, c, 0, 1], w[o + 1, c, 0, 2]
-    b3, b4, b5 = w[o + 1, c, 1, 0], w[o + 1, c, 1, 1], w[o + 1, c, 1, 2]
-    b6, b7, b8 = w[o + 1, c, 2, 0], w[o + 1, c, 2, 1], w[o + 1, c, 2, 2]
-    c0, c1, c2 = w[o + 2, c, 0, 0], w[o + 2, c, 0, 1], w[o + 2, c, 0, 2]
-    c3, c4, c5 = w[o + 2, c, 1, 0], w[o + 2, c, 1, 1], w[o + 2, c, 1, 2]
-    c6, c7, c8 = w[o + 2, c, 2, 0], w[o + 2, c, 2, 1], w[o + 2, c, 2, 2]
-    d0, d1, d2 = w[o + 3, c, 0, 0], w[o + 3, c, 0, 1], w[o + 3, c, 0, 2]
-    d3, d4, d5 = w[o + 3, c, 1, 0], w[o + 3, c, 1, 1], w[o + 3, c, 1, 2]
-    d6, d7, d8 = w[o + 3, c, 2, 0], w[o + 3, c, 2, 1], w[o + 3, c, 2, 2]
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = taps3x3(weight, o, c)
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = taps3x3(weight, o + 1, c)
+    c0, c1, c2, c3, c4, c5, c6, c7, c8 = taps3x3(weight, o + 2, c)
+    d0, d1, d2, d3, d4, d5, d6, d7, d8 = taps3x3(weight, o + 3, c)
     for image in range(images):
         plane = planes[first_image + image, channel]
         for band in range(bands):

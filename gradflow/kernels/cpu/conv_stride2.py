@@ -10,7 +10,7 @@ flattened-plane kernels as conv_direct apply (see there for why they are fast), 
 import numpy as np
 from numba import njit, prange
 
-from gradflow.kernels.cpu.conv_direct import (CHUNK, FASTMATH, _aligned_empty, even_chunks, sum_planes,
+from gradflow.kernels.cpu.conv_direct import (CHUNK, FASTMATH, _aligned_empty, even_chunks, sum_planes, taps3x3,
                                              weight_row_sums)
 
 
@@ -25,19 +25,10 @@ def _taps4(phases, weight, o, c, start, width, length, acc):
     f1 = phases[0, 1, start + width:]
     g0 = phases[0, 2, start:]               # P10: taps (1,0) (1,2)
     h0 = phases[0, 3, start:]               # P11: tap (1,1)
-    w = weight
-    a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
-    a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
-    a6, a7, a8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
-    b0, b1, b2 = w[o + 1, c, 0, 0], w[o + 1, c, 0, 1], w[o + 1, c, 0, 2]
-    b3, b4, b5 = w[o + 1, c, 1, 0], w[o + 1, c, 1, 1], w[o + 1, c, 1, 2]
-    b6, b7, b8 = w[o + 1, c, 2, 0], w[o + 1, c, 2, 1], w[o + 1, c, 2, 2]
-    c0, c1, c2 = w[o + 2, c, 0, 0], w[o + 2, c, 0, 1], w[o + 2, c, 0, 2]
-    c3, c4, c5 = w[o + 2, c, 1, 0], w[o + 2, c, 1, 1], w[o + 2, c, 1, 2]
-    c6, c7, c8 = w[o + 2, c, 2, 0], w[o + 2, c, 2, 1], w[o + 2, c, 2, 2]
-    d0, d1, d2 = w[o + 3, c, 0, 0], w[o + 3, c, 0, 1], w[o + 3, c, 0, 2]
-    d3, d4, d5 = w[o + 3, c, 1, 0], w[o + 3, c, 1, 1], w[o + 3, c, 1, 2]
-    d6, d7, d8 = w[o + 3, c, 2, 0], w[o + 3, c, 2, 1], w[o + 3, c, 2, 2]
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = taps3x3(weight, o, c)
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = taps3x3(weight, o + 1, c)
+    c0, c1, c2, c3, c4, c5, c6, c7, c8 = taps3x3(weight, o + 2, c)
+    d0, d1, d2, d3, d4, d5, d6, d7, d8 = taps3x3(weight, o + 3, c)
     for q in range(length):
         x0, x1, x2 = e0[q], f0[q], e0[q + 1]
         x3, x4, x5 = g0[q], h0[q], g0[q + 1]
@@ -58,10 +49,7 @@ def _taps1(phases, weight, o, c, start, width, length, acc):
     f1 = phases[0, 1, start + width:]
     g0 = phases[0, 2, start:]
     h0 = phases[0, 3, start:]
-    w = weight
-    a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
-    a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
-    a6, a7, a8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = taps3x3(weight, o, c)
     for q in range(length):
         acc[q] += (a0 * e0[q] + a1 * f0[q] + a2 * e0[q + 1] + a3 * g0[q] + a4 * h0[q] + a5 * g0[q + 1]
                    + a6 * e1[q] + a7 * f1[q] + a8 * e1[q + 1])
@@ -122,13 +110,8 @@ def _adjoint_taps2(rows, weight, o, c, start, width, length, acc):
     (row m - 1 of the gradient) and q + width, q + width + 1 (row m)."""
     r0 = rows[start:]
     r1 = rows[start + width:]
-    w = weight
-    a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
-    a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
-    a6, a7, a8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
-    b0, b1, b2 = w[o, c + 1, 0, 0], w[o, c + 1, 0, 1], w[o, c + 1, 0, 2]
-    b3, b4, b5 = w[o, c + 1, 1, 0], w[o, c + 1, 1, 1], w[o, c + 1, 1, 2]
-    b6, b7, b8 = w[o, c + 1, 2, 0], w[o, c + 1, 2, 1], w[o, c + 1, 2, 2]
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = taps3x3(weight, o, c)
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = taps3x3(weight, o, c + 1)
     P = PHASE_CHUNK
     for q in range(length):
         u, v = r1[q + 1], r1[q]          # gradient row m:     taps i in {0, 1} at column x and x - 1
@@ -151,19 +134,10 @@ def _adjoint_taps2x2(rows_a, rows_b, weight, o, c, start, width, length, acc):
     r1 = rows_a[start + width:]
     s0 = rows_b[start:]
     s1 = rows_b[start + width:]
-    w = weight
-    a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
-    a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
-    a6, a7, a8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
-    b0, b1, b2 = w[o, c + 1, 0, 0], w[o, c + 1, 0, 1], w[o, c + 1, 0, 2]
-    b3, b4, b5 = w[o, c + 1, 1, 0], w[o, c + 1, 1, 1], w[o, c + 1, 1, 2]
-    b6, b7, b8 = w[o, c + 1, 2, 0], w[o, c + 1, 2, 1], w[o, c + 1, 2, 2]
-    c0, c1, c2 = w[o + 1, c, 0, 0], w[o + 1, c, 0, 1], w[o + 1, c, 0, 2]
-    c3, c4, c5 = w[o + 1, c, 1, 0], w[o + 1, c, 1, 1], w[o + 1, c, 1, 2]
-    c6, c7, c8 = w[o + 1, c, 2, 0], w[o + 1, c, 2, 1], w[o + 1, c, 2, 2]
-    d0, d1, d2 = w[o + 1, c + 1, 0, 0], w[o + 1, c + 1, 0, 1], w[o + 1, c + 1, 0, 2]
-    d3, d4, d5 = w[o + 1, c + 1, 1, 0], w[o + 1, c + 1, 1, 1], w[o + 1, c + 1, 1, 2]
-    d6, d7, d8 = w[o + 1, c + 1, 2, 0], w[o + 1, c + 1, 2, 1], w[o + 1, c + 1, 2, 2]
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = taps3x3(weight, o, c)
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = taps3x3(weight, o, c + 1)
+    c0, c1, c2, c3, c4, c5, c6, c7, c8 = taps3x3(weight, o + 1, c)
+    d0, d1, d2, d3, d4, d5, d6, d7, d8 = taps3x3(weight, o + 1, c + 1)
     P = PHASE_CHUNK
     for q in range(length):
         u, v, s, t = r1[q + 1], r1[q], r0[q + 1], r0[q]
@@ -182,10 +156,7 @@ def _adjoint_taps2x2(rows_a, rows_b, weight, o, c, start, width, length, acc):
 def _adjoint_taps1(rows, weight, o, c, start, width, length, acc):
     r0 = rows[start:]
     r1 = rows[start + width:]
-    w = weight
-    a0, a1, a2 = w[o, c, 0, 0], w[o, c, 0, 1], w[o, c, 0, 2]
-    a3, a4, a5 = w[o, c, 1, 0], w[o, c, 1, 1], w[o, c, 1, 2]
-    a6, a7, a8 = w[o, c, 2, 0], w[o, c, 2, 1], w[o, c, 2, 2]
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = taps3x3(weight, o, c)
     P = PHASE_CHUNK
     for q in range(length):
         u, v = r1[q + 1], r1[q]
