@@ -212,6 +212,28 @@ def test_phase_path_matches_general_path_at_any_stride(geometry):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("kernel, stride, shape", [
+    (3, 1, (3, 5, 40, 44)),       # 3x3: 3 images side by side, spans across their borders
+    (4, 2, (2, 5, 100, 90)),      # 2x2 on the phases of k4 s2: 50 rows of pitch 46
+])
+def test_weight_gradient_in_spans_matches_general_path(kernel, stride, shape):
+    """Planes longer than WEIGHT_SPAN are summed span by span (the last one partial)."""
+    rng = np.random.default_rng(2)
+    padding = ((1, 1), (1, 1))
+    y_hw = tuple(conv.output_size(d, kernel, stride, (1, 1), 1) for d in shape[2:])
+    path = conv._path((kernel, kernel), (stride, stride), padding, (1, 1), y_hw)
+    one_image = y_hw[0] * (y_hw[1] + (2 if stride == 1 else 1))      # positions summed per plane
+    assert path == ("direct" if stride == 1 else "phases") and one_image > conv_direct.WEIGHT_SPAN
+    x = rng.standard_normal(shape)
+    grad = rng.standard_normal((shape[0], 7) + y_hw)
+    args = ((stride, stride), padding, (1, 1), 1)
+    fast = conv.conv2d_weight_grad(x, grad, (kernel, kernel), *args)
+    with pytest.MonkeyPatch.context() as patch:
+        general_path_only(patch)
+        reference = conv.conv2d_weight_grad(x, grad, (kernel, kernel), *args)
+    np.testing.assert_allclose(fast, reference, rtol=1e-12, atol=1e-12 * np.abs(reference).max())
+
+
 @pytest.mark.parametrize("stride, groups", [((1, 1), 1), ((2, 3), 2)])
 def test_pointwise_matches_general_path_and_never_uses_im2col(monkeypatch, stride, groups):
     rng = np.random.default_rng(2)
