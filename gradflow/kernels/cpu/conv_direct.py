@@ -48,6 +48,7 @@ CHUNK = 2048     # accumulator length per output channel: 4 x 2048 float32 = 32 
 # thread, batch 16, whole sweep -> spans of 1536: 16 -> 16 at 64x64 4.06 -> 3.21 ms,
 # 32 -> 32 at 32x32 4.41 -> 3.41, 32 -> 64 at 16x16 2.50 -> 1.90 (1024 was slower than
 # 1536 and 2048 there, 3072 and more no faster than the whole sweep); AVX2 code 0-12% faster.
+# conv_stride2's weight gradient likewise: (16,16,128,128) -> 32 8.05 -> 6.94 ms (AVX2 8.43 -> 7.61).
 WEIGHT_SPAN = 1536
 SLAB = 512       # _taps4x4 accumulator per (channel, row of the band): 16 x 512 float32 = 32 KB; 1024 was 30% slower
 # The 4x4 bands keep 16 vector sums live: with AVX-512's 32 registers they beat the

@@ -10,8 +10,8 @@ flattened-plane kernels as conv_direct apply (see there for why they are fast), 
 import numpy as np
 from numba import njit, prange
 
-from gradflow.kernels.cpu.conv_direct import (CHUNK, FASTMATH, _aligned_empty, even_chunks, sum_planes, taps3x3,
-                                             weight_row_sums)
+from gradflow.kernels.cpu.conv_direct import (CHUNK, FASTMATH, WEIGHT_SPAN, _aligned_empty, even_chunks, sum_planes,
+                                             taps3x3, weight_row_sums)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -247,16 +247,19 @@ def weight_grad(phases, grads, groups, width, out_h, grad_weight):
         g = block // units % groups
         o = g * out_per_group + 4 * (block % units)
         end = min(o + 4, (g + 1) * out_per_group)
-        for c in range(in_per_group):
-            planes = phases[n, g * in_per_group + c]
-            if end - o == 4:
-                # kernel row i reads phases 2 (i % 2) and 2 (i % 2) + 1 from phase row i // 2,
-                # taps (even[q], odd[q], even[q + 1])
-                for i in range(3):
-                    even = planes[2 * (i % 2), (i // 2) * width:]
-                    odd = planes[2 * (i % 2) + 1, (i // 2) * width:]
-                    weight_row_sums(grads[n], o, 0, even, odd, even[1:], length, partial[n], c, i)
-            else:
+        if end - o == 4:
+            for q0 in range(0, length, WEIGHT_SPAN):     # spans: see conv_direct.WEIGHT_SPAN
+                span = min(WEIGHT_SPAN, length - q0)
+                for c in range(in_per_group):
+                    planes = phases[n, g * in_per_group + c]
+                    # kernel row i reads phases 2 (i % 2) and 2 (i % 2) + 1 from phase row i // 2,
+                    # taps (even[q], odd[q], even[q + 1])
+                    for i in range(3):
+                        even = planes[2 * (i % 2), (i // 2) * width + q0:]
+                        odd = planes[2 * (i % 2) + 1, (i // 2) * width + q0:]
+                        weight_row_sums(grads[n], o, q0, even, odd, even[1:], span, partial[n], c, i)
+        else:
+            for c in range(in_per_group):
                 for k in range(o, end):
-                    _weight_taps1(grads[n, k], planes, width, length, partial[n], k, c)
+                    _weight_taps1(grads[n, k], phases[n, g * in_per_group + c], width, length, partial[n], k, c)
     sum_planes(partial, grad_weight)

@@ -215,6 +215,7 @@ def test_phase_path_matches_general_path_at_any_stride(geometry):
 @pytest.mark.parametrize("kernel, stride, shape", [
     (3, 1, (3, 5, 40, 44)),       # 3x3: 3 images side by side, spans across their borders
     (4, 2, (2, 5, 100, 90)),      # 2x2 on the phases of k4 s2: 50 rows of pitch 46
+    (3, 2, (2, 5, 130, 100)),     # 3x3 stride 2 on its phases: 65 rows of pitch 51
 ])
 def test_weight_gradient_in_spans_matches_general_path(kernel, stride, shape):
     """Planes longer than WEIGHT_SPAN are summed span by span (the last one partial)."""
@@ -223,7 +224,8 @@ def test_weight_gradient_in_spans_matches_general_path(kernel, stride, shape):
     y_hw = tuple(conv.output_size(d, kernel, stride, (1, 1), 1) for d in shape[2:])
     path = conv._path((kernel, kernel), (stride, stride), padding, (1, 1), y_hw)
     one_image = y_hw[0] * (y_hw[1] + (2 if stride == 1 else 1))      # positions summed per plane
-    assert path == ("direct" if stride == 1 else "phases") and one_image > conv_direct.WEIGHT_SPAN
+    assert path == {1: "direct", 2: "stride2" if kernel == 3 else "phases"}[stride]
+    assert one_image > conv_direct.WEIGHT_SPAN
     x = rng.standard_normal(shape)
     grad = rng.standard_normal((shape[0], 7) + y_hw)
     args = ((stride, stride), padding, (1, 1), 1)
